@@ -82,7 +82,9 @@ export class ConfigStore extends EventEmitter<StoreEvents> {
       const key = objectKey(obj.metadata.namespace, obj.metadata.name);
       const coll = this.#collection(kind);
       const old = coll.get(key);
-      this.#rejections.delete(formatRef({ kind, namespace: obj.metadata.namespace ?? '', name: obj.metadata.name }));
+      this.#rejections.delete(
+        formatRef({ kind, namespace: obj.metadata.namespace ?? '', name: obj.metadata.name }),
+      );
       if (old && sameObject(old, obj)) continue;
       coll.set(key, obj);
       changes.push(old ? { kind, key, old, new: obj } : { kind, key, new: obj });
@@ -104,12 +106,20 @@ export class ConfigStore extends EventEmitter<StoreEvents> {
   /**
    * Replaces everything of one kind that came from a full list (a relist after 410 Gone, or a
    * rescan of the manifests directory): what the list lacks is deleted.
+   *
+   * `keep` names objects (by {@link objectKey}) the list saw but refused as malformed: their
+   * stored version stays as it is (last known good) and their rejection stays recorded.
    */
-  replaceKind(kind: Kind, objects: readonly AnyObject[]): readonly ConfigChange[] {
+  replaceKind(
+    kind: Kind,
+    objects: readonly AnyObject[],
+    options: { readonly keep?: ReadonlySet<string> } = {},
+  ): readonly ConfigChange[] {
     const listed = new Set(objects.map((o) => objectKey(o.metadata.namespace, o.metadata.name)));
     const deletes: ObjectRef[] = [];
     for (const [key, obj] of this.#collection(kind)) {
-      if (!listed.has(key)) deletes.push({ kind, namespace: obj.metadata.namespace ?? '', name: obj.metadata.name });
+      if (!listed.has(key) && !options.keep?.has(key))
+        deletes.push({ kind, namespace: obj.metadata.namespace ?? '', name: obj.metadata.name });
     }
     return this.apply({ upsert: objects, delete: deletes });
   }
@@ -122,6 +132,14 @@ export class ConfigStore extends EventEmitter<StoreEvents> {
     const r: Rejection = { ref, reason, source, at: new Date().toISOString() };
     this.#rejections.set(formatRef(ref), r);
     this.emit('rejected', r);
+  }
+
+  /**
+   * Forgets a rejection whose object is gone from its source without ever having been valid (so
+   * no apply will clear it). Returns whether there was one.
+   */
+  clearRejection(ref: ObjectRef): boolean {
+    return this.#rejections.delete(formatRef(ref));
   }
 
   rejections(): Rejection[] {
