@@ -27,12 +27,15 @@ export class MeshError<C extends string = string> extends Error {
   }
 }
 
-/** Walks the `cause` chain and reports whether any link is a MeshError with this code. */
+/**
+ * Walks the `cause` chain and reports whether any link carries this code: a MeshError, a
+ * NativeError from the addon (same shape, no shared base) or a Node system error (`ECONNRESET`).
+ */
 export function causedBy(err: unknown, code: string): boolean {
   const seen = new Set<unknown>();
   let cur: unknown = err;
   while (cur instanceof Error && !seen.has(cur)) {
-    if (cur instanceof MeshError && cur.code === code) return true;
+    if ((cur as { code?: unknown }).code === code) return true;
     seen.add(cur);
     cur = cur.cause;
   }

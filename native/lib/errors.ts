@@ -1,5 +1,4 @@
 import { constants } from 'node:os';
-import { MeshError } from '@ambient/common/errors';
 
 /**
  * The errno name reported by the kernel, e.g. `'EPERM'`, `'ENOENT'`, `'ETIMEDOUT'`. The addon reports
@@ -19,8 +18,16 @@ const retryableCodes: ReadonlySet<string> = new Set([
   'ENOBUFS',
 ]);
 
-/** A failed system call in @ambient/native: `code` is the errno name, `errno` its (positive) number. */
-export class NativeError extends MeshError<NativeErrorCode> {
+/**
+ * A failed system call in @ambient/native: `code` is the errno name, `errno` its (positive) number.
+ *
+ * It has the shape of `MeshError` (code, retryable, cause, toJSON) without extending it: the addon
+ * is the lowest layer and `@ambient/common` depends on it (ZDS), so it cannot import common back.
+ * `causedBy` in common matches it by code all the same.
+ */
+export class NativeError extends Error {
+  readonly code: NativeErrorCode;
+  readonly retryable: boolean;
   /** Positive errno value, as in errno(3). */
   readonly errno: number;
   /** The system call (or libbpf function) that failed, e.g. `'open'`, `'setns'`, `'bpf_object__load'`. */
@@ -31,13 +38,23 @@ export class NativeError extends MeshError<NativeErrorCode> {
     message: string,
     options: { errno?: number; syscall: string; cause?: unknown; retryable?: boolean },
   ) {
-    super(code, message, { cause: options.cause, retryable: options.retryable ?? retryableCodes.has(code) });
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'NativeError';
+    this.code = code;
+    this.retryable = options.retryable ?? retryableCodes.has(code);
     this.errno = options.errno ?? errnoOf(code);
     this.syscall = options.syscall;
   }
 
-  override toJSON(): Record<string, unknown> {
-    return { ...super.toJSON(), errno: this.errno, syscall: this.syscall };
+  toJSON(): Record<string, unknown> {
+    return {
+      name: this.name,
+      code: this.code,
+      message: this.message,
+      errno: this.errno,
+      syscall: this.syscall,
+      ...(this.retryable ? { retryable: true } : {}),
+    };
   }
 }
 
