@@ -21,10 +21,12 @@ const { NGHTTP2_CANCEL, NGHTTP2_REFUSED_STREAM } = http2.constants;
 /**
  * Opens the TLS connection to an HBONE peer. Receives complete `tls.connect` options (TLS
  * settings, `host`, `port`, `localAddress`) and returns the socket, connecting or connected.
- * ztunnel supplies one that first creates the TCP socket inside the pod's network namespace and
- * passes it as `socket`; the default is `tls.connect`.
+ * ztunnel supplies one that first connects the TCP socket inside the pod's network namespace
+ * (asynchronously, through the native addon) and passes it as `socket`; the default is
+ * `tls.connect`. An asynchronous dialer resolves as soon as the TLS socket exists, before the
+ * handshake, so no handshake event is missed; the connect timeout covers the whole dial.
  */
-export type HboneDialer = (options: tls.ConnectionOptions) => tls.TLSSocket;
+export type HboneDialer = (options: tls.ConnectionOptions) => tls.TLSSocket | Promise<tls.TLSSocket>;
 
 /** Where and as whom to open an HBONE connection. */
 export interface HboneConnectOptions {
@@ -71,23 +73,25 @@ export async function connectHbone(options: HboneConnectOptions): Promise<HboneC
     ...(options.localAddress === undefined ? {} : { localAddress: options.localAddress }),
   };
 
-  const socket = dial(tlsOptions);
+  let socket: tls.TLSSocket | undefined;
   let session: http2.ClientHttp2Session | undefined;
   try {
     return await withDeadline(target, settings.connectTimeoutMs, options.signal, async (onCleanup) => {
       onCleanup(() => {
         session?.destroy();
-        socket.destroy();
+        socket?.destroy();
       });
-      await handshake(socket, target);
-      socket.setNoDelay(true);
-      const peerIdentity = verifyHboneServer(socket, options.expectedIdentities);
+      const dialled = await dialSocket(dial, tlsOptions, target);
+      socket = dialled;
+      await handshake(dialled, target);
+      dialled.setNoDelay(true);
+      const peerIdentity = verifyHboneServer(dialled, options.expectedIdentities);
       // The client talks to the TLS socket directly (native TLS↔HTTP/2, the fast path); the
       // server side of every connection carries the SessionTransport that rules out the
       // both-peers-stop-reading deadlock, and one side is enough.
       session = http2.connect(`https://${target}`, {
         ...clientSessionOptions(settings),
-        createConnection: () => socket,
+        createConnection: () => dialled,
       });
       // Session failures also reach every stream and the 'close' event; without a listener an
       // 'error' (a keepalive timeout, a peer's GOAWAY with an error code) would crash the process.
@@ -96,12 +100,24 @@ export async function connectHbone(options: HboneConnectOptions): Promise<HboneC
       // The connection window can only be raised after the session exists (SETTINGS cannot).
       session.setLocalWindowSize(settings.connectionWindowSize);
       startKeepalive(session, settings.keepaliveIntervalMs, settings.keepaliveTimeoutMs);
-      return { session, socket, peerIdentity };
+      return { session, socket: dialled, peerIdentity };
     });
   } catch (err) {
     session?.destroy();
-    socket.destroy();
+    socket?.destroy();
     throw err;
+  }
+}
+
+async function dialSocket(
+  dial: HboneDialer,
+  options: tls.ConnectionOptions,
+  target: string,
+): Promise<tls.TLSSocket> {
+  try {
+    return await dial(options);
+  } catch (err) {
+    throw classifyDialError(err, target);
   }
 }
 

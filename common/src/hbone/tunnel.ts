@@ -151,10 +151,6 @@ export class HboneTunnel extends Duplex {
     );
   }
 
-  #afterWrite(callback: (err?: Error | null) => void): (err?: Error | null) => void {
-    return (err) => callback(err ? this.#writeError() : null);
-  }
-
   /**
    * Hands chunks to the HTTP/2 stream and acknowledges them as soon as its queue is below our
    * high-water mark, instead of after each one reached the socket: nghttp2 then always has data
@@ -200,7 +196,14 @@ export class HboneTunnel extends Duplex {
 
   override _final(callback: (err?: Error | null) => void): void {
     if (this.#peerStopped === undefined && !this.stream.closed && !this.stream.destroyed) {
-      this.stream.end(this.#afterWrite(callback));
+      this.stream.end((err?: Error | null) => {
+        // When our END_STREAM completes a stream the peer had already ended, Node closes and
+        // destroys it at once and may then report "cannot call end after a stream was
+        // destroyed" to this callback: a clean close, not a failed write. A NO_ERROR close
+        // after the peer's EOF is success either way (as after a NO_ERROR reset, below).
+        const cleanClose = this.#eof && (this.stream.rstCode ?? NGHTTP2_NO_ERROR) === NGHTTP2_NO_ERROR;
+        callback(err && !cleanClose ? this.#writeError() : null);
+      });
       return;
     }
     const err = this.#writeError();

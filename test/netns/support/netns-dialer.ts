@@ -1,73 +1,6 @@
-import type { Socket } from 'node:net';
-import { Duplex } from 'node:stream';
 import * as tls from 'node:tls';
 import { type ConnectOptions, connectInNetns } from '@ambient/native';
 import type { HboneDialer } from './hbone-api.ts';
-
-/**
- * A byte Duplex over a TCP socket that is still being connected by the addon. Writes made before
- * the connect completes (the TLS ClientHello) wait for it; a failed connect destroys the stream
- * with the addon's NativeError.
- *
- * It exists because `HboneDialer` must return a `tls.TLSSocket` synchronously while
- * `connectInNetns` resolves only once the non-blocking connect inside the netns has completed.
- */
-class ConnectingSocket extends Duplex {
-  #socket: Socket | undefined;
-  readonly #waiting: (() => void)[] = [];
-
-  constructor(connecting: Promise<Socket>) {
-    super({ allowHalfOpen: false });
-    connecting.then(
-      (socket) => this.#adopt(socket),
-      (err: Error) => this.destroy(err),
-    );
-  }
-
-  #adopt(socket: Socket): void {
-    if (this.destroyed) {
-      socket.destroy();
-      return;
-    }
-    this.#socket = socket;
-    socket.setNoDelay(true);
-    socket.on('data', (chunk: Buffer) => {
-      if (!this.push(chunk)) socket.pause();
-    });
-    socket.on('end', () => this.push(null));
-    socket.on('error', (err) => this.destroy(err));
-    socket.on('close', () => {
-      if (!this.destroyed) this.destroy();
-    });
-    for (const go of this.#waiting.splice(0)) go();
-  }
-
-  #whenConnected(go: (socket: Socket) => void): void {
-    const socket = this.#socket;
-    if (socket !== undefined) go(socket);
-    else this.#waiting.push(() => go(this.#socket as Socket));
-  }
-
-  override _read(): void {
-    if (this.#socket?.isPaused()) this.#socket.resume();
-  }
-
-  override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (err?: Error | null) => void): void {
-    this.#whenConnected((socket) => {
-      if (socket.write(chunk)) callback();
-      else socket.once('drain', () => callback());
-    });
-  }
-
-  override _final(callback: (err?: Error | null) => void): void {
-    this.#whenConnected((socket) => socket.end(() => callback()));
-  }
-
-  override _destroy(err: Error | null, callback: (err?: Error | null) => void): void {
-    this.#socket?.destroy();
-    callback(err);
-  }
-}
 
 /** An {@link HboneDialer} whose TCP sockets live in one network namespace, plus what it dialled. */
 export interface NetnsDialer {
@@ -86,7 +19,7 @@ export function netnsDialer(
   options: { mark?: number; timeoutMs?: number } = {},
 ): NetnsDialer {
   const dials: { address: string; port: number; source?: string }[] = [];
-  const dial: HboneDialer = (tlsOptions) => {
+  const dial: HboneDialer = async (tlsOptions) => {
     // The pool passes the source IP as `localAddress`, which tls.connect hands on to net.connect.
     const {
       host: address,
@@ -105,7 +38,10 @@ export function netnsDialer(
       ...(options.mark === undefined ? {} : { mark: options.mark }),
       ...(localAddress === undefined ? {} : { source: { address: localAddress } }),
     };
-    return tls.connect({ ...tlsOptions, socket: new ConnectingSocket(connectInNetns(connect)) });
+    // The TCP connect completes inside the netns first; TLS then runs on the native socket
+    // (Node's fast TLS path, not a JavaScript stream wrapper).
+    const socket = await connectInNetns(connect);
+    return tls.connect({ ...tlsOptions, socket });
   };
   return { dial, dials };
 }
