@@ -77,12 +77,16 @@ export async function connectHbone(options: HboneConnectOptions): Promise<HboneC
   let session: http2.ClientHttp2Session | undefined;
   try {
     return await withDeadline(target, settings.connectTimeoutMs, options.signal, async (onCleanup) => {
+      let abandoned = false;
       onCleanup(() => {
+        abandoned = true;
         session?.destroy();
         socket?.destroy();
       });
       const dialled = await dialSocket(dial, tlsOptions, target);
       socket = dialled;
+      // The deadline may have passed while an asynchronous dialer was still connecting.
+      if (abandoned) throw new HboneError('HBONE_CONNECT_TIMEOUT', `dial to ${target} was abandoned`);
       await handshake(dialled, target);
       dialled.setNoDelay(true);
       const peerIdentity = verifyHboneServer(dialled, options.expectedIdentities);

@@ -1,0 +1,45 @@
+import { MeshError } from '@ambient/common/errors';
+
+/**
+ * Why the ztunnel binary could not run or serve. Configuration problems are `ConfigError` (from
+ * `@ambient/common/env`); the data path's failures live with the proxy; these codes cover what
+ * only the binary's own wiring decides.
+ */
+export type ZtunnelErrorCode =
+  /** The command line names an unknown command or flag. */
+  | 'USAGE_INVALID'
+  /** The admin (15000), stats (15020) or readiness (15021) server could not listen. */
+  | 'HTTP_LISTEN_FAILED'
+  /** A port or address was asked for before the component serving it started. */
+  | 'NOT_STARTED'
+  /** The `LOCAL_XDS_PATH` file could not be read, parsed or converted (the message names the entry). */
+  | 'LOCAL_CONFIG_INVALID'
+  /** The xDS or CA client cannot be built from the configuration (token, root certificate, address). */
+  | 'CONTROL_PLANE_UNAVAILABLE';
+
+export class ZtunnelError extends MeshError<ZtunnelErrorCode> {}
+
+/**
+ * Why the in-pod workload manager could not run a pod's proxy. The message is what the node agent
+ * receives as the NACK text, so it names the pod and what to check.
+ */
+export type InpodErrorCode =
+  /** No Workload for the pod (namespace, service account, name) on this node has arrived from xDS yet. */
+  | 'LOCAL_WORKLOAD_UNKNOWN'
+  /** Creating or starting the pod's listeners failed (`cause` holds the proxy's error). */
+  | 'PROXY_START_FAILED'
+  /** The netns fd received over ZDS cannot be inspected (closed, or not a namespace). */
+  | 'NETNS_INVALID'
+  /** The manager is stopping and takes no new pods. */
+  | 'MANAGER_STOPPING';
+
+export class InpodError extends MeshError<InpodErrorCode> {}
+
+/** Process exit codes of `ztunnel` (sysexits-like: 2 is a usage or configuration error). */
+export const EXIT_CODE = {
+  OK: 0,
+  /** Start failed, or a component failed while running. */
+  FAILURE: 1,
+  /** Bad command line or bad environment: fix the invocation, a retry will not help. */
+  USAGE: 2,
+} as const;
