@@ -83,7 +83,8 @@ export class LocalSource implements ConfigSource {
   /** `kind|namespace/name` → file, for the objects applied by the last scan. */
   #provenance = new Map<string, string>();
   #rejections = new Map<string, Pending>();
-  #watcher: FSWatcher | undefined;
+  /** One non-recursive watcher per directory of the tree (see {@link LocalSource.#syncWatches}). */
+  readonly #watchers = new Map<string, FSWatcher>();
   #debounce: NodeJS.Timeout | undefined;
   #interval: NodeJS.Timeout | undefined;
   #scanning: Promise<void> | undefined;
@@ -123,11 +124,7 @@ export class LocalSource implements ConfigSource {
     }
     await this.rescan();
     if (this.#stopped) return;
-    this.#watch();
-    this.#interval = setInterval(() => {
-      if (!this.#watcher) this.#watch();
-      void this.rescan();
-    }, this.#o.rescanIntervalMs ?? 10_000);
+    this.#interval = setInterval(() => void this.rescan(), this.#o.rescanIntervalMs ?? 10_000);
     this.#interval.unref();
   }
 
@@ -135,8 +132,8 @@ export class LocalSource implements ConfigSource {
     this.#stopped = true;
     clearTimeout(this.#debounce);
     clearInterval(this.#interval);
-    this.#watcher?.close();
-    this.#watcher = undefined;
+    for (const w of this.#watchers.values()) w.close();
+    this.#watchers.clear();
     return this.#scanning ?? Promise.resolve();
   }
 
@@ -180,24 +177,41 @@ export class LocalSource implements ConfigSource {
     return this.#scanning;
   }
 
-  #watch(): void {
-    try {
-      const w = watch(this.#o.dir, { recursive: true, persistent: false }, () => this.#changed());
-      w.on('error', (err) => {
-        // The directory went away or was replaced: the periodic rescan notices and re-watches.
+  /**
+   * Watches each directory of the tree (as the last scan found it) without `recursive`. Node's
+   * recursive watch on Linux puts an inotify watch on every file, and loses a file for good once
+   * it is replaced by a rename (an editor's save, a ConfigMap update): later saves of it raise no
+   * event. A directory's own watch reports its entries being written, created, renamed or removed.
+   */
+  #syncWatches(dirs: readonly string[]): void {
+    if (this.#stopped) return;
+    const wanted = new Set(dirs);
+    for (const [d, w] of this.#watchers) {
+      if (wanted.has(d)) continue;
+      w.close();
+      this.#watchers.delete(d);
+    }
+    for (const d of wanted) {
+      if (this.#watchers.has(d)) continue;
+      try {
+        const w = watch(d, { persistent: false }, () => this.#changed());
+        w.on('error', (err) => {
+          // The directory went away or was replaced: the next scan notices and re-watches.
+          this.#log.warn(
+            { dir: d, err: errorMessage(err) },
+            'manifests watch failed; relying on the periodic rescan',
+          );
+          w.close();
+          if (this.#watchers.get(d) === w) this.#watchers.delete(d);
+          this.#changed();
+        });
+        this.#watchers.set(d, w);
+      } catch (err) {
         this.#log.warn(
-          { dir: this.#o.dir, err: errorMessage(err) },
-          'manifests watch failed; relying on the periodic rescan',
+          { dir: d, err: errorMessage(err) },
+          'cannot watch a manifests directory; relying on the periodic rescan',
         );
-        w.close();
-        if (this.#watcher === w) this.#watcher = undefined;
-      });
-      this.#watcher = w;
-    } catch (err) {
-      this.#log.warn(
-        { dir: this.#o.dir, err: errorMessage(err) },
-        'cannot watch the manifests directory; relying on the periodic rescan',
-      );
+      }
     }
   }
 
@@ -210,8 +224,9 @@ export class LocalSource implements ConfigSource {
   async #scan(): Promise<void> {
     const dir = this.#o.dir;
     let files: string[];
+    const dirs: string[] = [];
     try {
-      files = await listManifestFiles(dir);
+      files = await listManifestFiles(dir, dirs);
     } catch (err) {
       // A vanished or unreadable directory is more likely a remount than an intent to delete
       // everything: keep serving what was loaded.
@@ -316,6 +331,7 @@ export class LocalSource implements ConfigSource {
       objects += this.#o.store.size(kind);
     }
     this.#provenance = provenance;
+    this.#syncWatches(dirs);
     this.#report(rejections);
     this.#scans++;
     this.#files = files.length;
@@ -374,8 +390,9 @@ export class LocalSource implements ConfigSource {
 /**
  * The manifest files under `dir`, recursively and sorted (so which of two duplicates is named
  * first is stable). Hidden entries are skipped; symbolic links are followed, each directory once.
+ * The directories walked (`dir` first) are appended to `dirs` when given.
  */
-export async function listManifestFiles(dir: string): Promise<string[]> {
+export async function listManifestFiles(dir: string, dirs?: string[]): Promise<string[]> {
   const out: string[] = [];
   const seen = new Set<string>();
   const walk = async (d: string, top: boolean): Promise<void> => {
@@ -389,6 +406,7 @@ export async function listManifestFiles(dir: string): Promise<string[]> {
       if (top) throw err;
       return; // a subdirectory removed mid-scan
     }
+    dirs?.push(d);
     for (const e of entries) {
       if (e.name.startsWith('.')) continue;
       const p = join(d, e.name);

@@ -21,6 +21,7 @@ import { XdsMetrics } from './metrics.ts';
 import type { ProxyNode } from './node.ts';
 import { type DebounceOptions, type PushBatch, PushQueue } from './push-queue.ts';
 import type { ResourceSource, ResourcesUpdated } from './resources.ts';
+import { encodeDeltaResponse } from './response-encoding.ts';
 import { SotwConnection } from './sotw-connection.ts';
 
 /** istiod's xDS ports (spec §3.1): TLS with authentication, and plaintext. */
@@ -57,6 +58,12 @@ export interface XdsListenerOptions {
    * and lets plaintext ones through unauthenticated (`istio:pilot/pkg/xds/auth.go`).
    */
   readonly authenticate: boolean;
+  /**
+   * Registers more gRPC services on this listener's server, so they share its port and TLS:
+   * istiod serves IstioCertificateService on 15012 beside ADS (spec §4.1), e.g.
+   * `register: (server) => caServer.addTo(server)`. They stop with the listener.
+   */
+  readonly register?: (server: Server) => void;
 }
 
 export interface XdsServerOptions {
@@ -175,6 +182,7 @@ export class XdsServer implements Component {
           'grpc.max_connection_age_grace_ms': o.maxConnectionAgeGraceMs ?? d.maxConnectionAgeGraceMs,
         });
         this.#addService(server, listener.authenticate ? o.authenticator : undefined);
+        listener.register?.(server);
         const port = await new Promise<number>((resolve, reject) => {
           server.bindAsync(hostPort(listener.host, listener.port), listener.credentials, (err, bound) =>
             err ? reject(err) : resolve(bound),
@@ -210,7 +218,12 @@ export class XdsServer implements Component {
   #addService(server: Server, authenticator: XdsAuthenticator | undefined): void {
     const ctx = this.#context(authenticator);
     const sotw = this.#options.stateOfTheWorld ?? true;
-    server.addService(grpcServiceDefinition(AggregatedDiscoveryService), {
+    const definition = grpcServiceDefinition(AggregatedDiscoveryService);
+    // Shared Resource envelopes are encoded once, not once per connection (response-encoding.ts).
+    if (definition.deltaAggregatedResources) {
+      definition.deltaAggregatedResources.responseSerialize = encodeDeltaResponse as (v: unknown) => Buffer;
+    }
+    server.addService(definition, {
       deltaAggregatedResources: (call: ServerDuplexStream<DeltaDiscoveryRequest, DeltaDiscoveryResponse>) => {
         new DeltaConnection(ctx, call).start();
       },

@@ -1,0 +1,70 @@
+import {
+  type DeltaDiscoveryResponse,
+  DeltaDiscoveryResponseSchema,
+  type Resource,
+  ResourceSchema,
+} from '@ambient/common/gen/envoy/service/discovery/v3/discovery_pb';
+import { create, toBinary } from '@bufbuild/protobuf';
+
+// `resources` is field 2 (length-delimited: tag byte 0x12) of DeltaDiscoveryResponse;
+// `system_version_info` (1) is the only field before it, so writing 1, then 2, then the rest
+// gives the field order of toBinary.
+const RESOURCES_TAG = 0x12;
+
+// Keyed by the Resource envelope, which generators.ts shares between every connection and
+// response for as long as the resource is unchanged.
+const encoded = new WeakMap<Resource, Uint8Array>();
+
+function encodedResource(r: Resource): Uint8Array {
+  let bytes = encoded.get(r);
+  if (!bytes) {
+    bytes = toBinary(ResourceSchema, r);
+    encoded.set(r, bytes);
+  }
+  return bytes;
+}
+
+/**
+ * Serializes a DeltaDiscoveryResponse to the same bytes as `toBinary`, but encodes each shared
+ * Resource envelope once instead of once per connection: the initial push of a 10,000-pod mesh to
+ * 50 proxies is then 11,000 encodings and 550,000 copies instead of 550,000 encodings.
+ */
+export function encodeDeltaResponse(res: DeltaDiscoveryResponse): Buffer {
+  const head = toBinary(
+    DeltaDiscoveryResponseSchema,
+    create(DeltaDiscoveryResponseSchema, { systemVersionInfo: res.systemVersionInfo }),
+  );
+  const tail = toBinary(DeltaDiscoveryResponseSchema, { ...res, systemVersionInfo: '', resources: [] });
+  const parts = res.resources.map(encodedResource);
+  let size = head.length + tail.length;
+  for (const p of parts) size += 1 + varintSize(p.length) + p.length;
+  const out = Buffer.allocUnsafe(size);
+  out.set(head, 0);
+  let at = head.length;
+  for (const p of parts) {
+    out[at++] = RESOURCES_TAG;
+    at = writeVarint(out, at, p.length);
+    out.set(p, at);
+    at += p.length;
+  }
+  out.set(tail, at);
+  return out;
+}
+
+function varintSize(n: number): number {
+  let size = 1;
+  while (n >= 0x80) {
+    n >>>= 7;
+    size++;
+  }
+  return size;
+}
+
+function writeVarint(buf: Buffer, at: number, n: number): number {
+  while (n >= 0x80) {
+    buf[at++] = (n & 0x7f) | 0x80;
+    n >>>= 7;
+  }
+  buf[at++] = n;
+  return at;
+}
