@@ -33,7 +33,7 @@ import { Logging } from '@ambient/common/log';
 import { ADDRESS_TYPE_URL, AUTHORIZATION_TYPE_URL } from '../src/ambient/index.ts';
 import { podUid } from '../src/ambient/workloads.ts';
 import { Istiod } from '../src/app.ts';
-import type { Pod } from '../src/config/objects.ts';
+import type { Pod } from '@ambient/common/config/objects';
 import { loadConfig } from '../src/config.ts';
 import { BENCH_SCALE, type MeshLayout, writeMesh } from './manifests.ts';
 import type { ClientsCommand, ClientsReport } from './xds-clients.ts';

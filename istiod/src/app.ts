@@ -16,11 +16,11 @@ import {
 } from './ca/root-distribution.ts';
 import { DirectoryRootStore, type RootStore, SecretRootStore } from './ca/root-store.ts';
 import { CaServer } from './ca/server.ts';
-import { LocalSource } from './config/local-source.ts';
-import { ConfigStore } from './config/store.ts';
+import { LocalSource } from '@ambient/common/config/local-source';
+import { ConfigStore } from '@ambient/common/config/store';
 import type { Config } from './config.ts';
-import { loadKubeConfig } from './kube/client.ts';
-import { KubeSource } from './kube/kube-source.ts';
+import { loadKubeConfig } from '@ambient/common/kube/client';
+import { KubeSource } from '@ambient/common/kube/kube-source';
 import { createMetricsRegistry, MonitoringServer } from './metrics.ts';
 import { type Authenticator, AuthenticatorChain } from './security/authenticate.ts';
 import { KubeTokenAuthenticator } from './security/kube-token.ts';

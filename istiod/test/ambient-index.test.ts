@@ -21,8 +21,8 @@ import type {
   Pod,
   Service,
   ServiceEntry,
-} from '../src/config/objects.ts';
-import { ConfigStore } from '../src/config/store.ts';
+} from '@ambient/common/config/objects';
+import { ConfigStore } from '@ambient/common/config/store';
 import type { ResourcesUpdated } from '../src/xds/resources.ts';
 
 const quiet = logger('ambient-test');

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { Writable } from 'node:stream';
 import { Logging } from '@ambient/common/log';
 import { AuthenticationV1Api, CoreV1Api, KubeConfig } from '@kubernetes/client-node';
-import type { Pod } from '../src/config/objects.ts';
+import type { Pod } from '@ambient/common/config/objects';
 import { x509 } from '../src/security/x509.ts';
 
 type CryptoKeyPair = webcrypto.CryptoKeyPair;

@@ -9,7 +9,7 @@ import {
   NodeAuthorizer,
   parseTrustedNodeAccounts,
 } from '../src/ca/node-authorizer.ts';
-import { ConfigStore } from '../src/config/store.ts';
+import { ConfigStore } from '@ambient/common/config/store';
 import type { Caller } from '../src/security/authenticate.ts';
 import { pod } from './ca-fixtures.ts';
 

@@ -11,8 +11,8 @@ import {
   ROOT_CONFIGMAP_KEY,
   ROOT_CONFIGMAP_NAME,
 } from '../src/ca/root-distribution.ts';
-import type { Namespace } from '../src/config/objects.ts';
-import { ConfigStore } from '../src/config/store.ts';
+import type { Namespace } from '@ambient/common/config/objects';
+import { ConfigStore } from '@ambient/common/config/store';
 import { captureLog, FakeKubeApi } from './ca-fixtures.ts';
 
 const ROOT_1 = '-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n';

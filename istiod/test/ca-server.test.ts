@@ -23,7 +23,7 @@ import { CertificateAuthority, MAX_WORKLOAD_CERT_TTL_SECONDS } from '../src/ca/a
 import { DEFAULT_TRUSTED_NODE_ACCOUNTS, NodeAuthorizer } from '../src/ca/node-authorizer.ts';
 import { DirectoryRootStore } from '../src/ca/root-store.ts';
 import { CaServer } from '../src/ca/server.ts';
-import { ConfigStore } from '../src/config/store.ts';
+import { ConfigStore } from '@ambient/common/config/store';
 import { AuthenticatorChain, OPAQUE_AUTHENTICATION_MESSAGE } from '../src/security/authenticate.ts';
 import { KubeTokenAuthenticator } from '../src/security/kube-token.ts';
 import { PeerCertificateAuthenticator } from '../src/security/peer-certificate.ts';

@@ -26,7 +26,7 @@ import { CertificateAuthority } from '../src/ca/authority.ts';
 import { DEFAULT_TRUSTED_NODE_ACCOUNTS, NodeAuthorizer } from '../src/ca/node-authorizer.ts';
 import { DirectoryRootStore } from '../src/ca/root-store.ts';
 import { CaServer } from '../src/ca/server.ts';
-import { ConfigStore } from '../src/config/store.ts';
+import { ConfigStore } from '@ambient/common/config/store';
 import { ServingCertificateProvider } from '../src/security/serving-credentials.ts';
 import { TokenFileAuthenticator } from '../src/security/token-file.ts';
 import { pod, TRUST_DOMAIN } from './ca-fixtures.ts';

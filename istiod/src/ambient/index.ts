@@ -10,9 +10,9 @@ import {
 } from '@ambient/common/gen/istio/workload/workload_pb';
 import { type Logger, logger } from '@ambient/common/log';
 import { create, toBinary, toJson } from '@bufbuild/protobuf';
-import { KIND_NAMES, type Kind } from '../config/kinds.ts';
-import type { AnyObject, EndpointSlice } from '../config/objects.ts';
-import type { ConfigChange, ConfigStore } from '../config/store.ts';
+import { KIND_NAMES, type Kind } from '@ambient/common/config/kinds';
+import type { AnyObject, EndpointSlice } from '@ambient/common/config/objects';
+import type { ConfigChange, ConfigStore } from '@ambient/common/config/store';
 import type { ResourceSource, ResourcesUpdated, XdsResource } from '../xds/resources.ts';
 import type { Diagnostic } from './diagnostics.ts';
 import { formatIp } from './ip.ts';

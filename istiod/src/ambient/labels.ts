@@ -1,4 +1,4 @@
-import type { LabelSelector } from '../config/objects.ts';
+import type { LabelSelector } from '@ambient/common/config/objects';
 
 /**
  * The labels and annotations the ambient index reads (`api:label/labels.yaml`,

@@ -13,7 +13,7 @@ import {
 } from '@ambient/common/gen/istio/security/authorization_pb';
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import { create, toBinary, toJson } from '@bufbuild/protobuf';
-import type { AnyObject, AuthorizationPolicy, MtlsMode, PeerAuthentication } from '../config/objects.ts';
+import type { AnyObject, AuthorizationPolicy, MtlsMode, PeerAuthentication } from '@ambient/common/config/objects';
 import {
   convertAuthorizationPolicy,
   convertPeerAuthentication,

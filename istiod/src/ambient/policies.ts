@@ -25,7 +25,7 @@ import type {
   MtlsMode,
   PeerAuthentication,
   PolicyTargetReference,
-} from '../config/objects.ts';
+} from '@ambient/common/config/objects';
 import type { Diagnostic } from './diagnostics.ts';
 import { parseCidr } from './ip.ts';
 import { ANNOTATIONS, hasEntries, selectsNonEmpty } from './labels.ts';

@@ -11,7 +11,7 @@ import {
   type Service as WdsService,
 } from '@ambient/common/gen/istio/workload/workload_pb';
 import { create, toBinary, toJson } from '@bufbuild/protobuf';
-import type { AnyObject, Gateway, Service, ServiceEntry } from '../config/objects.ts';
+import type { AnyObject, Gateway, Service, ServiceEntry } from '@ambient/common/config/objects';
 import {
   buildKubeService,
   buildServiceEntryServices,

@@ -1,4 +1,4 @@
-import type { Kind } from '../config/kinds.ts';
+import type { Kind } from '@ambient/common/config/kinds';
 import type {
   AnyObject,
   EndpointSlice,
@@ -9,7 +9,7 @@ import type {
   Service,
   ServiceEntry,
   WorkloadEntry,
-} from '../config/objects.ts';
+} from '@ambient/common/config/objects';
 import { LABELS, selectsNonEmpty } from './labels.ts';
 import { type HostnameCandidate, pickHostnameOwners, serviceHostname } from './services.ts';
 import type { MeshSettings } from './settings.ts';

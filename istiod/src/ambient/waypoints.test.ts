@@ -6,7 +6,7 @@ import {
   WeightedWaypointSchema,
 } from '@ambient/common/gen/istio/workload/workload_pb';
 import { create, toBinary } from '@bufbuild/protobuf';
-import type { Gateway, Namespace, Service } from '../config/objects.ts';
+import type { Gateway, Namespace, Service } from '@ambient/common/config/objects';
 import { meshSettings } from './settings.ts';
 import { AmbientState } from './state.ts';
 import {

@@ -6,7 +6,7 @@ import {
   WeightedWaypointSchema,
 } from '@ambient/common/gen/istio/workload/workload_pb';
 import { create } from '@bufbuild/protobuf';
-import type { Gateway, LabelSelector, ObjectMeta } from '../config/objects.ts';
+import type { Gateway, LabelSelector, ObjectMeta } from '@ambient/common/config/objects';
 import { parseIp } from './ip.ts';
 import {
   ANNOTATIONS,

@@ -19,7 +19,7 @@ import type {
   Service,
   ServiceEntry,
   WorkloadEntry,
-} from '../config/objects.ts';
+} from '@ambient/common/config/objects';
 import { meshSettings } from './settings.ts';
 import { AmbientState } from './state.ts';
 import {

@@ -23,7 +23,7 @@ import type {
   ServiceEntry,
   WorkloadEntry,
   WorkloadEntrySpec,
-} from '../config/objects.ts';
+} from '@ambient/common/config/objects';
 import type { Diagnostic } from './diagnostics.ts';
 import { parseIp } from './ip.ts';
 import { ANNOTATIONS, LABELS } from './labels.ts';

@@ -18,8 +18,8 @@ import { writeFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { KubeConfig } from '@kubernetes/client-node';
-import { apiVersionOf, KIND_NAMES, KINDS, type Kind } from '../../src/config/kinds.ts';
-import { KubeClient } from '../../src/kube/client.ts';
+import { apiVersionOf, KIND_NAMES, KINDS, type Kind } from '@ambient/common/config/kinds';
+import { KubeClient } from '@ambient/common/kube/client';
 
 type Obj = Record<string, unknown> & { metadata: Record<string, unknown> };
 type EventType = 'ADDED' | 'MODIFIED' | 'DELETED';

@@ -1,4 +1,4 @@
-import type { Component } from '@ambient/common/lifecycle';
+import type { Component } from '../lifecycle.ts';
 
 /**
  * Where configuration comes from: the Kubernetes API (informers) or a local manifests directory.

@@ -7,7 +7,6 @@
  * keeps a kind in sync lives in `reflector.ts`.
  */
 
-import { errorMessage } from '@ambient/common/errors';
 import {
   HttpMethod,
   IsomorphicFetchHttpLibrary,
@@ -16,6 +15,7 @@ import {
   type ResponseContext,
 } from '@kubernetes/client-node';
 import { KINDS, type Kind } from '../config/kinds.ts';
+import { errorMessage } from '../errors.ts';
 import { KubeError, type KubeErrorCode } from './errors.ts';
 
 export interface KubeConfigOptions {

@@ -15,13 +15,14 @@
  * A watch that ends quickly without delivering anything counts as a failure for the backoff, so a
  * server that accepts and closes watches at once is not hammered (#1933).
  */
-import { errorMessage } from '@ambient/common/errors';
-import type { Logger } from '@ambient/common/log';
+
 import { apiVersionOf, type Kind } from '../config/kinds.ts';
 import type { ConfigMetrics } from '../config/metrics.ts';
 import type { AnyObject } from '../config/objects.ts';
 import { type ConfigStore, formatRef, type ObjectRef, objectKey } from '../config/store.ts';
 import { validateObject } from '../config/validate.ts';
+import { errorMessage } from '../errors.ts';
+import type { Logger } from '../log.ts';
 import { Backoff, type BackoffOptions } from './backoff.ts';
 import { errorForStatus, type KubeClient, type WatchEvent } from './client.ts';
 import { KubeError } from './errors.ts';

@@ -1,4 +1,4 @@
-import { MeshError } from '@ambient/common/errors';
+import { MeshError } from '../errors.ts';
 
 export type KubeErrorCode =
   /** The kubeconfig file or the in-cluster service account could not be loaded. */

@@ -1,11 +1,11 @@
-import type { StopContext } from '@ambient/common/lifecycle';
-import { type Logger, logger as processLogger } from '@ambient/common/log';
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { Registry } from 'prom-client';
 import { KIND_NAMES, type Kind } from '../config/kinds.ts';
 import { configMetrics } from '../config/metrics.ts';
 import type { ConfigSource } from '../config/source.ts';
 import type { ConfigStore } from '../config/store.ts';
+import type { StopContext } from '../lifecycle.ts';
+import { type Logger, logger as processLogger } from '../log.ts';
 import { type BackoffOptions, DEFAULT_BACKOFF } from './backoff.ts';
 import { KubeClient, loadKubeConfig } from './client.ts';
 import { KubeError } from './errors.ts';

@@ -1,10 +1,10 @@
 import { type Dirent, type FSWatcher, watch } from 'node:fs';
 import { readdir, readFile, realpath, stat } from 'node:fs/promises';
 import { extname, join, relative } from 'node:path';
-import { errorMessage, MeshError } from '@ambient/common/errors';
-import type { StopContext } from '@ambient/common/lifecycle';
-import { type Logger, logger as processLogger } from '@ambient/common/log';
 import type { Registry } from 'prom-client';
+import { errorMessage, MeshError } from '../errors.ts';
+import type { StopContext } from '../lifecycle.ts';
+import { type Logger, logger as processLogger } from '../log.ts';
 import { isKind, KIND_NAMES, type Kind } from './kinds.ts';
 import { type ParsedManifest, parseManifest } from './manifests.ts';
 import { type ConfigMetrics, configMetrics } from './metrics.ts';

@@ -8,7 +8,6 @@
  * errors. Timestamps stay strings, as they are in Kubernetes JSON.
  */
 
-import { errorMessage } from '@ambient/common/errors';
 import {
   type Document,
   type DocumentOptions,
@@ -18,6 +17,7 @@ import {
   parseAllDocuments,
   type SchemaOptions,
 } from 'yaml';
+import { errorMessage } from '../errors.ts';
 import { isPlainObject } from './schema.ts';
 
 /** One object from a manifest file. */
