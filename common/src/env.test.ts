@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { ConfigError, EnvReader, parseDurationMs } from './env.ts';
+import { ConfigError, deepFreeze, EnvReader, envVar, parseDurationMs, renderEnvTable } from './env.ts';
 
 function problemsOf(fn: () => void): ConfigError {
   try {
@@ -125,4 +125,43 @@ test('parseDurationMs', () => {
   assert.equal(parseDurationMs('10'), undefined);
   assert.equal(parseDurationMs('s'), undefined);
   assert.equal(parseDurationMs('-1s'), undefined);
+});
+
+describe('EnvReader.distinctPorts', () => {
+  test('names each port that repeats an earlier one, ignoring 0', () => {
+    const r = new EnvReader({});
+    r.distinctPorts([
+      ['A_PORT', 15000],
+      ['B_PORT', 0],
+      ['C_PORT', 0],
+      ['D_PORT', 15000],
+    ]);
+    const err = problemsOf(() => r.finish());
+    assert.deepEqual(err.problems, [
+      { envVar: 'D_PORT', value: '15000', reason: 'is the same port as A_PORT' },
+    ]);
+  });
+});
+
+describe('deepFreeze', () => {
+  test('freezes nested objects and arrays', () => {
+    const o = deepFreeze({ a: { b: [1, { c: 2 }] } });
+    assert.ok(Object.isFrozen(o.a) && Object.isFrozen(o.a.b) && Object.isFrozen(o.a.b[1]));
+  });
+});
+
+describe('renderEnvTable', () => {
+  const vars = [envVar('A_PORT', '15000', 'The A port.'), envVar('B', '(none)', 'B.')];
+  test('renders a Markdown row per variable', () => {
+    assert.equal(
+      renderEnvTable(vars),
+      '| Variable | Default | Meaning |\n|---|---|---|\n| `A_PORT` | 15000 | The A port. |\n| `B` | (none) | B. |',
+    );
+  });
+  test('quotes defaults as code when asked', () => {
+    assert.match(
+      renderEnvTable(vars, { defaultAsCode: true }),
+      /^\| `A_PORT` \| `15000` \| The A port\. \|$/m,
+    );
+  });
 });

@@ -171,6 +171,20 @@ export class EnvReader {
     return out;
   }
 
+  /**
+   * Records a problem for each port that repeats an earlier one (`[ENV_NAME, port]` pairs, in
+   * order); port 0 (any free port) never collides.
+   */
+  distinctPorts(ports: readonly (readonly [string, number])[]): void {
+    const seen = new Map<number, string>();
+    for (const [name, port] of ports) {
+      if (port === 0) continue;
+      const other = seen.get(port);
+      if (other !== undefined) this.problem(name, String(port), `is the same port as ${other}`);
+      else seen.set(port, name);
+    }
+  }
+
   /** Throws a ConfigError listing every problem recorded so far. */
   finish(): void {
     if (this.#problems.length > 0) throw new ConfigError([...this.#problems]);
@@ -183,4 +197,40 @@ export function parseDurationMs(text: string): number | undefined {
   if (!m) return undefined;
   const ms = Number(m[1]) * DURATION_UNITS_MS[m[2] as keyof typeof DURATION_UNITS_MS];
   return Number.isFinite(ms) ? Math.round(ms) : undefined;
+}
+
+/** Freezes a configuration object and everything it holds, so no component changes it. */
+export function deepFreeze<T>(o: T): T {
+  if (o !== null && typeof o === 'object' && !Object.isFrozen(o)) {
+    Object.freeze(o);
+    for (const v of Object.values(o)) deepFreeze(v);
+  }
+  return o;
+}
+
+/** One environment variable a binary reads, as its README and `--help` document it. */
+export interface EnvVarDoc {
+  readonly name: string;
+  /** The default as text (`15012`, `100ms`), or a description of it (`<LOCAL_DATA_DIR>/ca`). */
+  readonly default: string;
+  readonly description: string;
+}
+
+export function envVar(name: string, def: string, description: string): EnvVarDoc {
+  return { name, default: def, description };
+}
+
+/**
+ * The environment variable table of a README and `--help`, as Markdown: one row per variable
+ * with its default (in code quotes when `defaultAsCode`) and meaning.
+ */
+export function renderEnvTable(
+  vars: Iterable<EnvVarDoc>,
+  options: { readonly defaultAsCode?: boolean } = {},
+): string {
+  const rows = [...vars].map((v) => {
+    const def = options.defaultAsCode ? `\`${v.default}\`` : v.default;
+    return `| \`${v.name}\` | ${def} | ${v.description} |`;
+  });
+  return ['| Variable | Default | Meaning |', '|---|---|---|', ...rows].join('\n');
 }

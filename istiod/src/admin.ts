@@ -1,9 +1,9 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { isIP } from 'node:net';
 import { errorMessage } from '@ambient/common/errors';
+import { HttpEndpoint, readBody, sendJson } from '@ambient/common/http-endpoint';
 import type { Readiness } from '@ambient/common/lifecycle';
 import { LogError, type Logger, type Logging } from '@ambient/common/log';
-import { HttpListener, readBody, sendJson } from './admin/http-listener.ts';
 import type { ListenConfig } from './config.ts';
 
 /** What the debug endpoints show, each computed when asked for. */
@@ -46,7 +46,7 @@ const DEBUG_ROUTES: Readonly<Record<string, keyof DebugViews>> = {
  * The port must be reachable by the kubelet for `/ready`, so it binds the pod address; changing
  * levels is therefore accepted only from loopback (`kubectl port-forward`, `kubectl exec`).
  */
-export class AdminServer extends HttpListener {
+export class AdminServer extends HttpEndpoint {
   constructor(options: AdminServerOptions) {
     super({
       name: 'admin-http',

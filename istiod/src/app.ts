@@ -1,7 +1,12 @@
 import { readFileSync, unwatchFile, watchFile } from 'node:fs';
+import { LocalSource } from '@ambient/common/config/local-source';
+import { ConfigStore } from '@ambient/common/config/store';
 import { errorMessage } from '@ambient/common/errors';
+import { loadKubeConfig } from '@ambient/common/kube/client';
+import { KubeSource } from '@ambient/common/kube/kube-source';
 import { type Component, Lifecycle, Readiness, type StopContext } from '@ambient/common/lifecycle';
 import { type Logger, type Logging, processLoggingInstance } from '@ambient/common/log';
+import { createMetricsRegistry } from '@ambient/common/metrics';
 import { ServerCredentials } from '@grpc/grpc-js';
 import { AuthenticationV1Api, CoreV1Api, type KubeConfig } from '@kubernetes/client-node';
 import type { Registry } from 'prom-client';
@@ -16,12 +21,8 @@ import {
 } from './ca/root-distribution.ts';
 import { DirectoryRootStore, type RootStore, SecretRootStore } from './ca/root-store.ts';
 import { CaServer } from './ca/server.ts';
-import { LocalSource } from '@ambient/common/config/local-source';
-import { ConfigStore } from '@ambient/common/config/store';
 import type { Config } from './config.ts';
-import { loadKubeConfig } from '@ambient/common/kube/client';
-import { KubeSource } from '@ambient/common/kube/kube-source';
-import { createMetricsRegistry, MonitoringServer } from './metrics.ts';
+import { MonitoringServer } from './metrics.ts';
 import { type Authenticator, AuthenticatorChain } from './security/authenticate.ts';
 import { KubeTokenAuthenticator } from './security/kube-token.ts';
 import { PeerCertificateAuthenticator } from './security/peer-certificate.ts';
@@ -239,7 +240,7 @@ export class Istiod {
     // 1. Logging, metrics.
     const logging = deps.logging ?? processLoggingInstance();
     const log = logging.logger('istiod');
-    const registry = deps.registry ?? createMetricsRegistry({ version: istiodVersion() });
+    const registry = deps.registry ?? createMetricsRegistry({ component: 'pilot', version: istiodVersion() });
     const local = config.configSource === 'local';
 
     // 2. The store and its source.
@@ -423,7 +424,7 @@ export class Istiod {
     return this.#lifecycle;
   }
 
-  /** The bound ports; throws IstiodError NOT_STARTED before start. */
+  /** The bound ports; throws a NOT_STARTED error before start. */
   ports(): IstiodPorts {
     const addresses = this.xds.addresses();
     const tls = addresses.find((a) => a.authenticate);

@@ -1,7 +1,14 @@
 import { isIP } from 'node:net';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
-import { type Env, EnvReader } from '@ambient/common/env';
+import {
+  deepFreeze,
+  type Env,
+  EnvReader,
+  type EnvVarDoc,
+  envVar,
+  renderEnvTable as renderEnvDocs,
+} from '@ambient/common/env';
 import { errorMessage } from '@ambient/common/errors';
 import { type LogFormat, parseLevelSpec } from '@ambient/common/log';
 import { type MeshSettings, meshSettings } from './ambient/settings.ts';
@@ -20,17 +27,6 @@ import { XDS_PORT } from './xds/server.ts';
 export const DEFAULT_DEBOUNCE_AFTER_MS = 10;
 
 /** One environment variable istiod reads: its default as an operator would write it, and what it does. */
-export interface EnvVarDoc {
-  readonly name: string;
-  /** The default as text (`15012`, `100ms`), or a description of it (`<LOCAL_DATA_DIR>/ca`). */
-  readonly default: string;
-  readonly description: string;
-}
-
-function envVar(name: string, def: string, description: string): EnvVarDoc {
-  return { name, default: def, description };
-}
-
 /**
  * Every environment variable istiod reads, with its default and meaning. The README's table and
  * `istiod --help` are rendered from this ({@link renderEnvTable}); a test keeps the README in step.
@@ -281,7 +277,7 @@ export function loadConfig(env: Env = process.env): Config {
     port: r.port(ENV.DEBUG_PORT.name, 8080),
     endpoints: r.bool(ENV.ENABLE_DEBUG_ON_HTTP.name, true),
   };
-  distinctPorts(r, [
+  r.distinctPorts([
     [ENV.XDS_PORT.name, xds.port],
     [ENV.XDS_PLAINTEXT_PORT.name, xds.plaintextPort ?? 0],
     [ENV.MONITORING_PORT.name, monitoring.port],
@@ -335,28 +331,7 @@ function address(r: EnvReader, name: string): string {
   return v;
 }
 
-function distinctPorts(r: EnvReader, ports: readonly (readonly [string, number])[]): void {
-  const seen = new Map<number, string>();
-  for (const [name, port] of ports) {
-    if (port === 0) continue;
-    const other = seen.get(port);
-    if (other !== undefined) r.problem(name, String(port), `is the same port as ${other}`);
-    else seen.set(port, name);
-  }
-}
-
-function deepFreeze<T>(o: T): T {
-  if (o !== null && typeof o === 'object' && !Object.isFrozen(o)) {
-    Object.freeze(o);
-    for (const v of Object.values(o)) deepFreeze(v);
-  }
-  return o;
-}
-
 /** The environment variable table of the README and `--help`, as Markdown. */
 export function renderEnvTable(): string {
-  const rows = Object.values(ENV).map(
-    (v: EnvVarDoc) => `| \`${v.name}\` | \`${v.default}\` | ${v.description} |`,
-  );
-  return ['| Variable | Default | Meaning |', '|---|---|---|', ...rows].join('\n');
+  return renderEnvDocs(Object.values(ENV), { defaultAsCode: true });
 }

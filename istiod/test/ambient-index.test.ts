@@ -1,16 +1,5 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { AuthorizationSchema } from '@ambient/common/gen/istio/security/authorization_pb';
-import { AddressSchema, type Workload } from '@ambient/common/gen/istio/workload/workload_pb';
-import { logger } from '@ambient/common/log';
-import { fromBinary } from '@bufbuild/protobuf';
-import {
-  ADDRESS_TYPE_URL,
-  AmbientIndex,
-  AUTHORIZATION_TYPE_URL,
-  contentVersion,
-} from '../src/ambient/index.ts';
-import { meshSettings } from '../src/ambient/settings.ts';
 import type {
   AnyObject,
   AuthorizationPolicy,
@@ -23,6 +12,17 @@ import type {
   ServiceEntry,
 } from '@ambient/common/config/objects';
 import { ConfigStore } from '@ambient/common/config/store';
+import { AuthorizationSchema } from '@ambient/common/gen/istio/security/authorization_pb';
+import { AddressSchema, type Workload } from '@ambient/common/gen/istio/workload/workload_pb';
+import { logger } from '@ambient/common/log';
+import { fromBinary } from '@bufbuild/protobuf';
+import {
+  ADDRESS_TYPE_URL,
+  AmbientIndex,
+  AUTHORIZATION_TYPE_URL,
+  contentVersion,
+} from '../src/ambient/index.ts';
+import { meshSettings } from '../src/ambient/settings.ts';
 import type { ResourcesUpdated } from '../src/xds/resources.ts';
 
 const quiet = logger('ambient-test');

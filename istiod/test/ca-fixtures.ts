@@ -10,9 +10,9 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
+import type { Pod } from '@ambient/common/config/objects';
 import { Logging } from '@ambient/common/log';
 import { AuthenticationV1Api, CoreV1Api, KubeConfig } from '@kubernetes/client-node';
-import type { Pod } from '@ambient/common/config/objects';
 import { x509 } from '../src/security/x509.ts';
 
 type CryptoKeyPair = webcrypto.CryptoKeyPair;

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { ConfigStore } from '@ambient/common/config/store';
 import { EnvReader } from '@ambient/common/env';
 import { formatIdentity } from '@ambient/common/identity';
 import { readCaConfig } from '../src/ca/config.ts';
@@ -9,7 +10,6 @@ import {
   NodeAuthorizer,
   parseTrustedNodeAccounts,
 } from '../src/ca/node-authorizer.ts';
-import { ConfigStore } from '@ambient/common/config/store';
 import type { Caller } from '../src/security/authenticate.ts';
 import { pod } from './ca-fixtures.ts';
 

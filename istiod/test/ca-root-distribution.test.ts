@@ -4,6 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import type { Namespace } from '@ambient/common/config/objects';
+import { ConfigStore } from '@ambient/common/config/store';
 import { RootDistributionError } from '../src/ca/errors.ts';
 import {
   ConfigMapRootDistributor,
@@ -11,8 +13,6 @@ import {
   ROOT_CONFIGMAP_KEY,
   ROOT_CONFIGMAP_NAME,
 } from '../src/ca/root-distribution.ts';
-import type { Namespace } from '@ambient/common/config/objects';
-import { ConfigStore } from '@ambient/common/config/store';
 import { captureLog, FakeKubeApi } from './ca-fixtures.ts';
 
 const ROOT_1 = '-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n';

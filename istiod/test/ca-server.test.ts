@@ -9,6 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { ConfigStore } from '@ambient/common/config/store';
 import {
   type IstioCertificateRequest,
   IstioCertificateRequestSchema,
@@ -23,7 +24,6 @@ import { CertificateAuthority, MAX_WORKLOAD_CERT_TTL_SECONDS } from '../src/ca/a
 import { DEFAULT_TRUSTED_NODE_ACCOUNTS, NodeAuthorizer } from '../src/ca/node-authorizer.ts';
 import { DirectoryRootStore } from '../src/ca/root-store.ts';
 import { CaServer } from '../src/ca/server.ts';
-import { ConfigStore } from '@ambient/common/config/store';
 import { AuthenticatorChain, OPAQUE_AUTHENTICATION_MESSAGE } from '../src/security/authenticate.ts';
 import { KubeTokenAuthenticator } from '../src/security/kube-token.ts';
 import { PeerCertificateAuthenticator } from '../src/security/peer-certificate.ts';

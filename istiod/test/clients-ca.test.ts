@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { createSecureContext } from 'node:tls';
+import { ConfigStore } from '@ambient/common/config/store';
 import { formatIdentity, parseIdentity } from '@ambient/common/identity';
 import {
   CaClient,
@@ -26,7 +27,6 @@ import { CertificateAuthority } from '../src/ca/authority.ts';
 import { DEFAULT_TRUSTED_NODE_ACCOUNTS, NodeAuthorizer } from '../src/ca/node-authorizer.ts';
 import { DirectoryRootStore } from '../src/ca/root-store.ts';
 import { CaServer } from '../src/ca/server.ts';
-import { ConfigStore } from '@ambient/common/config/store';
 import { ServingCertificateProvider } from '../src/security/serving-credentials.ts';
 import { TokenFileAuthenticator } from '../src/security/token-file.ts';
 import { pod, TRUST_DOMAIN } from './ca-fixtures.ts';

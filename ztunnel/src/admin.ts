@@ -1,125 +1,18 @@
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
-import { errorMessage } from '@ambient/common/errors';
-import type { Component, StopContext } from '@ambient/common/lifecycle';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import { HttpEndpoint, type HttpEndpointOptions, sendJson, sendText } from '@ambient/common/http-endpoint';
 import { formatLevelSpec, LogError, type Logger, type Logging } from '@ambient/common/log';
-import { collectDefaultMetrics, Gauge, Registry } from 'prom-client';
+import { sendMetrics } from '@ambient/common/metrics';
+import type { Registry } from 'prom-client';
 import type { ListenConfig } from './config.ts';
-import { ZtunnelError } from './errors.ts';
-
-/** Answers one request; a throw or rejection becomes a 500. */
-export type HttpHandler = (req: IncomingMessage, res: ServerResponse, url: URL) => void | Promise<void>;
-
-export interface HttpEndpointOptions {
-  /** The component name (`admin`, `stats`, `readiness`). */
-  readonly name: string;
-  readonly listen: ListenConfig;
-  readonly handler: HttpHandler;
-  readonly log: Logger;
-}
 
 /**
- * One of ztunnel's own small HTTP servers as a lifecycle component. Stopping closes the listener,
- * closes idle keep-alive connections at once, lets requests in flight finish, and closes what is
- * left when the drain deadline passes.
+ * One of ztunnel's own small HTTP servers: errors name it as `the <name> server`, as upstream's
+ * messages do.
  */
-export class HttpEndpoint implements Component {
-  readonly name: string;
-  readonly #o: HttpEndpointOptions;
-  readonly #server: Server;
-  #port: number | undefined;
-
-  constructor(options: HttpEndpointOptions) {
-    this.name = options.name;
-    this.#o = options;
-    this.#server = createServer((req, res) => void this.#serve(req, res));
-    // Probes and scrapes are short; a client holding a socket open must not hold up a stop.
-    this.#server.keepAliveTimeout = 5_000;
-    this.#server.headersTimeout = 10_000;
-    this.#server.requestTimeout = 30_000;
+export class ZtunnelHttpEndpoint extends HttpEndpoint {
+  constructor(options: Omit<HttpEndpointOptions, 'label'>) {
+    super({ ...options, label: `the ${options.name} server` });
   }
-
-  /** The bound port (the real one when 0 was asked for). */
-  get port(): number {
-    if (this.#port === undefined) {
-      throw new ZtunnelError('NOT_STARTED', `the ${this.name} server has not started listening yet`);
-    }
-    return this.#port;
-  }
-
-  async start(): Promise<void> {
-    const { bindAddress, port } = this.#o.listen;
-    await new Promise<void>((resolve, reject) => {
-      const onError = (err: Error): void => {
-        reject(
-          new ZtunnelError(
-            'HTTP_LISTEN_FAILED',
-            `the ${this.name} server cannot listen on ${formatHostPort(bindAddress, port)}: ${errorMessage(err)}`,
-            { cause: err },
-          ),
-        );
-      };
-      this.#server.once('error', onError);
-      this.#server.listen(port, bindAddress, () => {
-        this.#server.off('error', onError);
-        resolve();
-      });
-    });
-    this.#port = (this.#server.address() as AddressInfo).port;
-    this.#o.log.info({ server: this.name, address: formatHostPort(bindAddress, this.#port) }, 'listening');
-  }
-
-  async stop(ctx: StopContext): Promise<void> {
-    if (!this.#server.listening) return;
-    const closed = new Promise<void>((resolve) => this.#server.close(() => resolve()));
-    this.#server.closeIdleConnections();
-    const force = (): void => this.#server.closeAllConnections();
-    if (ctx.force.aborted) force();
-    else ctx.force.addEventListener('abort', force, { once: true });
-    await closed;
-    ctx.force.removeEventListener('abort', force);
-  }
-
-  async #serve(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    try {
-      const url = new URL(req.url ?? '/', 'http://ztunnel');
-      await this.#o.handler(req, res, url);
-    } catch (err) {
-      this.#o.log.error({ server: this.name, url: req.url, err: errorMessage(err) }, 'http handler failed');
-      if (!res.headersSent) sendText(res, 500, 'internal error\n');
-      else res.destroy();
-    }
-  }
-}
-
-function formatHostPort(host: string, port: number): string {
-  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
-}
-
-/** Writes a pretty JSON body (admin output is read by people and by istioctl). */
-export function sendJson(res: ServerResponse, status: number, body: unknown): void {
-  const text = `${JSON.stringify(body, jsonReplacer, 2)}\n`;
-  res.writeHead(status, {
-    'content-type': 'application/json; charset=utf-8',
-    'content-length': Buffer.byteLength(text),
-  });
-  res.end(text);
-}
-
-/** Writes a plain-text body. */
-export function sendText(res: ServerResponse, status: number, body: string): void {
-  res.writeHead(status, {
-    'content-type': 'text/plain; charset=utf-8',
-    'content-length': Buffer.byteLength(body),
-  });
-  res.end(body);
-}
-
-function jsonReplacer(_key: string, value: unknown): unknown {
-  if (typeof value === 'bigint') return value.toString();
-  if (value instanceof Map) return Object.fromEntries(value);
-  if (value instanceof Set) return [...value];
-  return value;
 }
 
 function methodNotAllowed(res: ServerResponse, allow: string): void {
@@ -164,7 +57,7 @@ hint: levels: trace|debug|info|warn|error|fatal|off
  * `/quitquitquit`, and `/workloadmanager`. It binds loopback only, so it needs no authorization
  * of its own.
  */
-export class AdminServer extends HttpEndpoint {
+export class AdminServer extends ZtunnelHttpEndpoint {
   constructor(options: AdminServerOptions) {
     super({
       name: 'admin',
@@ -254,26 +147,8 @@ function handleLogging(o: AdminServerOptions, req: IncomingMessage, res: ServerR
   sendText(res, 200, current());
 }
 
-/**
- * The one Prometheus registry of a ztunnel: every component registers its metrics here (xDS
- * client, proxies, workload manager), never in prom-client's global registry, so two ztunnels in
- * one test process stay apart. It carries process metrics and `istio_build`.
- */
-export function createMetricsRegistry(options: { readonly version: string }): Registry {
-  const registry = new Registry();
-  collectDefaultMetrics({ register: registry });
-  const build = new Gauge({
-    name: 'istio_build',
-    help: 'Istio component build info',
-    labelNames: ['component', 'tag'] as const,
-    registers: [registry],
-  });
-  build.set({ component: 'ztunnel', tag: options.version }, 1);
-  return registry;
-}
-
 /** The stats server on :15020: `/metrics` and `/stats/prometheus` in the Prometheus text format. */
-export class StatsServer extends HttpEndpoint {
+export class StatsServer extends ZtunnelHttpEndpoint {
   constructor(options: { readonly listen: ListenConfig; readonly registry: Registry; readonly log: Logger }) {
     const { registry } = options;
     super({
@@ -289,12 +164,7 @@ export class StatsServer extends HttpEndpoint {
           methodNotAllowed(res, 'GET, HEAD');
           return;
         }
-        const body = await registry.metrics();
-        res.writeHead(200, {
-          'content-type': registry.contentType,
-          'content-length': Buffer.byteLength(body),
-        });
-        res.end(req.method === 'HEAD' ? undefined : body);
+        await sendMetrics(req, res, registry);
       },
     });
   }

@@ -4,11 +4,12 @@ import { CaClient } from '@ambient/common/identity/ca-client';
 import { type CertificateFetcher, CertManager } from '@ambient/common/identity/cert-manager';
 import { type Component, Lifecycle, Readiness, type StopContext } from '@ambient/common/lifecycle';
 import { type Logger, type Logging, processLoggingInstance } from '@ambient/common/log';
+import { createMetricsRegistry } from '@ambient/common/metrics';
 import type { ProxyState } from '@ambient/common/model';
 import { ZdsClient } from '@ambient/common/zds';
 import { openNetns } from '@ambient/native';
 import type { Registry } from 'prom-client';
-import { AdminServer, createMetricsRegistry, StatsServer } from './admin.ts';
+import { AdminServer, StatsServer } from './admin.ts';
 import { type Config, redactedConfig } from './config.ts';
 import { controlPlaneOptions } from './control-plane.ts';
 import { ZtunnelError } from './errors.ts';
@@ -141,7 +142,8 @@ export class Ztunnel {
     const logging = deps.logging ?? processLoggingInstance();
     this.logging = logging;
     this.#log = logging.logger('ztunnel');
-    this.registry = deps.registry ?? createMetricsRegistry({ version: ztunnelVersion() });
+    this.registry =
+      deps.registry ?? createMetricsRegistry({ component: 'ztunnel', version: ztunnelVersion() });
     this.#lifecycle = new Lifecycle({ log: this.#log });
     let markStopped: () => void = () => {};
     this.stopped = new Promise((resolve) => {
@@ -377,7 +379,7 @@ export class Ztunnel {
     });
   }
 
-  /** The bound ports; throws ZtunnelError NOT_STARTED before start. */
+  /** The bound ports; throws a NOT_STARTED error before start. */
   ports(): ZtunnelPorts {
     return { admin: this.#admin.port, stats: this.#stats.port, readiness: this.#readinessServer.port };
   }

@@ -1,22 +1,18 @@
 import { isIP } from 'node:net';
-import { type Env, EnvReader } from '@ambient/common/env';
+import {
+  deepFreeze,
+  type Env,
+  EnvReader,
+  type EnvVarDoc,
+  envVar,
+  renderEnvTable as renderEnvDocs,
+} from '@ambient/common/env';
 import { errorMessage } from '@ambient/common/errors';
 import { type LogFormat, parseLevelSpec } from '@ambient/common/log';
 import type { JsonValue } from '@bufbuild/protobuf';
 import { parse as parseYaml } from 'yaml';
 
 /** One environment variable ztunnel reads: its default as an operator would write it, and what it does. */
-export interface EnvVarDoc {
-  readonly name: string;
-  /** The default as text (`15012`, `24h`), or a description of it. */
-  readonly default: string;
-  readonly description: string;
-}
-
-function envVar(name: string, def: string, description: string): EnvVarDoc {
-  return { name, default: def, description };
-}
-
 /**
  * ztunnel's fixed ports (spec §2.1). The in-pod listeners are bound inside each pod's network
  * namespace, so they never collide across pods; 15001/15006/15008 are also the "illegal"
@@ -360,7 +356,7 @@ export function loadConfig(env: Env = process.env): Config {
     bindAddress: address(r, ENV.READINESS_BIND_ADDRESS.name, stats.bindAddress),
     port: r.port(ENV.READINESS_PORT.name, PORTS.READINESS),
   };
-  distinctPorts(r, [
+  r.distinctPorts([
     [ENV.ADMIN_PORT.name, admin.port],
     [ENV.STATS_PORT.name, stats.port],
     [ENV.READINESS_PORT.name, readiness.port],
@@ -605,24 +601,6 @@ function dnsName(r: EnvReader, name: string, fallback: string): string {
   return v;
 }
 
-function distinctPorts(r: EnvReader, ports: readonly (readonly [string, number])[]): void {
-  const seen = new Map<number, string>();
-  for (const [name, port] of ports) {
-    if (port === 0) continue;
-    const other = seen.get(port);
-    if (other !== undefined) r.problem(name, String(port), `is the same port as ${other}`);
-    else seen.set(port, name);
-  }
-}
-
-function deepFreeze<T>(o: T): T {
-  if (o !== null && typeof o === 'object' && !Object.isFrozen(o)) {
-    Object.freeze(o);
-    for (const v of Object.values(o)) deepFreeze(v);
-  }
-  return o;
-}
-
 /** The configuration as logged at start and shown in `/config_dump`, without secrets. */
 export function redactedConfig(config: Config): Record<string, unknown> {
   return {
@@ -635,8 +613,5 @@ export function redactedConfig(config: Config): Record<string, unknown> {
 
 /** The environment variable table of the README and `ztunnel help`, as Markdown. */
 export function renderEnvTable(): string {
-  const rows = Object.values(ENV).map(
-    (v: EnvVarDoc) => `| \`${v.name}\` | ${v.default} | ${v.description} |`,
-  );
-  return ['| Variable | Default | Meaning |', '|---|---|---|', ...rows].join('\n');
+  return renderEnvDocs(Object.values(ENV));
 }

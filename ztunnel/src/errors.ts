@@ -8,10 +8,6 @@ import { MeshError } from '@ambient/common/errors';
 export type ZtunnelErrorCode =
   /** The command line names an unknown command or flag. */
   | 'USAGE_INVALID'
-  /** The admin (15000), stats (15020) or readiness (15021) server could not listen. */
-  | 'HTTP_LISTEN_FAILED'
-  /** A port or address was asked for before the component serving it started. */
-  | 'NOT_STARTED'
   /** The `LOCAL_XDS_PATH` file could not be read, parsed or converted (the message names the entry). */
   | 'LOCAL_CONFIG_INVALID'
   /** The xDS or CA client cannot be built from the configuration (token, root certificate, address). */
@@ -35,11 +31,5 @@ export type InpodErrorCode =
 
 export class InpodError extends MeshError<InpodErrorCode> {}
 
-/** Process exit codes of `ztunnel` (sysexits-like: 2 is a usage or configuration error). */
-export const EXIT_CODE = {
-  OK: 0,
-  /** Start failed, or a component failed while running. */
-  FAILURE: 1,
-  /** Bad command line or bad environment: fix the invocation, a retry will not help. */
-  USAGE: 2,
-} as const;
+/** Process exit codes of `ztunnel`, shared by every binary. */
+export { EXIT_CODE } from '@ambient/common/cli';

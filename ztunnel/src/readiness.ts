@@ -1,6 +1,7 @@
+import { sendText } from '@ambient/common/http-endpoint';
 import type { Readiness } from '@ambient/common/lifecycle';
 import type { Logger } from '@ambient/common/log';
-import { HttpEndpoint, sendText } from './admin.ts';
+import { ZtunnelHttpEndpoint } from './admin.ts';
 import type { ListenConfig } from './config.ts';
 
 /**
@@ -20,7 +21,7 @@ export const READINESS_TASKS = {
  * The readiness server on :15021 (`ztunnel:src/readiness/server.rs`): `GET /healthz/ready` is 200
  * once no task is pending, else 503 naming what is pending. The chart's readiness probe reads it.
  */
-export class ReadinessServer extends HttpEndpoint {
+export class ReadinessServer extends ZtunnelHttpEndpoint {
   constructor(options: {
     readonly listen: ListenConfig;
     readonly readiness: Readiness;

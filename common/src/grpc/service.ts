@@ -1,10 +1,16 @@
-import { type DescMessage, type DescService, fromBinary, type MessageShape, toBinary } from '@bufbuild/protobuf';
 import {
+  type DescMessage,
+  type DescService,
+  fromBinary,
+  type MessageShape,
+  toBinary,
+} from '@bufbuild/protobuf';
+import {
+  type ChannelCredentials,
   type Client,
   type ClientOptions,
-  type ChannelCredentials,
-  makeGenericClientConstructor,
   type MethodDefinition,
+  makeGenericClientConstructor,
   type ServiceDefinition,
 } from '@grpc/grpc-js';
 
@@ -46,6 +52,10 @@ function deserializer<D extends DescMessage>(desc: D): (buf: Buffer) => MessageS
 /** A grpc-js client constructor for a protobuf-es service. */
 export function grpcClientConstructor(
   service: DescService,
-): new (address: string, credentials: ChannelCredentials, options?: ClientOptions) => Client {
+): new (
+  address: string,
+  credentials: ChannelCredentials,
+  options?: ClientOptions,
+) => Client {
   return makeGenericClientConstructor(grpcServiceDefinition(service), service.typeName);
 }

@@ -1,9 +1,9 @@
 import { X509Certificate } from 'node:crypto';
 import { EventEmitter } from 'node:events';
+import { type BackoffOptions, ExponentialBackoff } from '../backoff.ts';
 import { errorMessage } from '../errors.ts';
 import type { Component } from '../lifecycle.ts';
 import { type Logger, logger } from '../log.ts';
-import { type BackoffOptions, ExponentialBackoff } from '../backoff.ts';
 import { CaError, type CertificateFetcher, type WorkloadCertificate } from './ca-client.ts';
 import { formatIdentity, type Identity } from './identity.ts';
 

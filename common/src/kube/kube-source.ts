@@ -1,12 +1,12 @@
 import type { KubeConfig } from '@kubernetes/client-node';
 import type { Registry } from 'prom-client';
+import type { BackoffOptions } from '../backoff.ts';
 import { KIND_NAMES, type Kind } from '../config/kinds.ts';
 import { configMetrics } from '../config/metrics.ts';
 import type { ConfigSource } from '../config/source.ts';
 import type { ConfigStore } from '../config/store.ts';
 import type { StopContext } from '../lifecycle.ts';
 import { type Logger, logger as processLogger } from '../log.ts';
-import { type BackoffOptions, DEFAULT_BACKOFF } from './backoff.ts';
 import { KubeClient, loadKubeConfig } from './client.ts';
 import { KubeError } from './errors.ts';
 import { kubeMetrics } from './metrics.ts';
@@ -75,7 +75,7 @@ export class KubeSource implements ConfigSource {
       watchTimeoutSeconds: o.watchTimeoutSeconds ?? 300,
       silenceMs: o.silenceMs ?? 180_000,
       listTimeoutMs: o.listTimeoutMs ?? 60_000,
-      backoff: o.backoff ?? DEFAULT_BACKOFF,
+      backoff: o.backoff ?? { initialMs: 100, maxMs: 30_000 },
       absentRetryMs: o.absentRetryMs ?? 60_000,
       healthyWatchMs: o.healthyWatchMs ?? 5_000,
     };

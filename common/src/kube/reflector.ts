@@ -16,6 +16,7 @@
  * server that accepts and closes watches at once is not hammered (#1933).
  */
 
+import { type BackoffOptions, ExponentialBackoff } from '../backoff.ts';
 import { apiVersionOf, type Kind } from '../config/kinds.ts';
 import type { ConfigMetrics } from '../config/metrics.ts';
 import type { AnyObject } from '../config/objects.ts';
@@ -23,7 +24,6 @@ import { type ConfigStore, formatRef, type ObjectRef, objectKey } from '../confi
 import { validateObject } from '../config/validate.ts';
 import { errorMessage } from '../errors.ts';
 import type { Logger } from '../log.ts';
-import { Backoff, type BackoffOptions } from './backoff.ts';
 import { errorForStatus, type KubeClient, type WatchEvent } from './client.ts';
 import { KubeError } from './errors.ts';
 import type { KubeMetrics, RelistReason, WatchEndReason } from './metrics.ts';
@@ -90,7 +90,7 @@ type WatchOutcome = {
 
 export class Reflector {
   readonly #d: ReflectorDeps;
-  readonly #backoff: Backoff;
+  readonly #backoff: ExponentialBackoff;
   readonly #stop = new AbortController();
   readonly #rejected = new Map<string, Tracked>();
   #phase: ReflectorPhase = 'idle';
@@ -106,7 +106,7 @@ export class Reflector {
 
   constructor(deps: ReflectorDeps) {
     this.#d = deps;
-    this.#backoff = new Backoff(deps.settings.backoff);
+    this.#backoff = new ExponentialBackoff(deps.settings.backoff);
     this.#syncedPromise = new Promise((resolve) => {
       this.#resolveSynced = resolve;
     });

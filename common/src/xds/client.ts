@@ -12,11 +12,11 @@ import { StatusSchema } from '@ambient/common/gen/google/rpc/status_pb';
 import { create, type DescMessage, fromBinary, type MessageShape } from '@bufbuild/protobuf';
 import type { Any } from '@bufbuild/protobuf/wkt';
 import { Client, type ClientDuplexStream, type StatusObject, status } from '@grpc/grpc-js';
+import { type BackoffOptions, ExponentialBackoff } from '../backoff.ts';
 import { errorMessage } from '../errors.ts';
 import { grpcServiceDefinition } from '../grpc/service.ts';
 import type { Component, Readiness } from '../lifecycle.ts';
 import { type Logger, logger } from '../log.ts';
-import { type BackoffOptions, ExponentialBackoff } from '../backoff.ts';
 import {
   CONTROL_PLANE_DEFAULTS,
   type ControlPlaneOptions,

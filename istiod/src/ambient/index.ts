@@ -1,5 +1,8 @@
 import { createHash } from 'node:crypto';
 import { EventEmitter } from 'node:events';
+import { KIND_NAMES, type Kind } from '@ambient/common/config/kinds';
+import type { AnyObject, EndpointSlice } from '@ambient/common/config/objects';
+import type { ConfigChange, ConfigStore } from '@ambient/common/config/store';
 import { type Authorization, AuthorizationSchema } from '@ambient/common/gen/istio/security/authorization_pb';
 import {
   AddressSchema,
@@ -10,9 +13,6 @@ import {
 } from '@ambient/common/gen/istio/workload/workload_pb';
 import { type Logger, logger } from '@ambient/common/log';
 import { create, toBinary, toJson } from '@bufbuild/protobuf';
-import { KIND_NAMES, type Kind } from '@ambient/common/config/kinds';
-import type { AnyObject, EndpointSlice } from '@ambient/common/config/objects';
-import type { ConfigChange, ConfigStore } from '@ambient/common/config/store';
 import type { ResourceSource, ResourcesUpdated, XdsResource } from '../xds/resources.ts';
 import type { Diagnostic } from './diagnostics.ts';
 import { formatIp } from './ip.ts';

@@ -1,5 +1,11 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import type {
+  AnyObject,
+  AuthorizationPolicy,
+  MtlsMode,
+  PeerAuthentication,
+} from '@ambient/common/config/objects';
 import {
   Action,
   type Authorization,
@@ -13,7 +19,6 @@ import {
 } from '@ambient/common/gen/istio/security/authorization_pb';
 import type { MessageInitShape } from '@bufbuild/protobuf';
 import { create, toBinary, toJson } from '@bufbuild/protobuf';
-import type { AnyObject, AuthorizationPolicy, MtlsMode, PeerAuthentication } from '@ambient/common/config/objects';
 import {
   convertAuthorizationPolicy,
   convertPeerAuthentication,

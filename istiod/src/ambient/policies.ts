@@ -1,3 +1,12 @@
+import type {
+  AuthorizationOperation,
+  AuthorizationPolicy,
+  AuthorizationRule,
+  AuthorizationSource,
+  MtlsMode,
+  PeerAuthentication,
+  PolicyTargetReference,
+} from '@ambient/common/config/objects';
 import {
   Action,
   type Address,
@@ -17,15 +26,6 @@ import {
   StringMatchSchema,
 } from '@ambient/common/gen/istio/security/authorization_pb';
 import { create } from '@bufbuild/protobuf';
-import type {
-  AuthorizationOperation,
-  AuthorizationPolicy,
-  AuthorizationRule,
-  AuthorizationSource,
-  MtlsMode,
-  PeerAuthentication,
-  PolicyTargetReference,
-} from '@ambient/common/config/objects';
 import type { Diagnostic } from './diagnostics.ts';
 import { parseCidr } from './ip.ts';
 import { ANNOTATIONS, hasEntries, selectsNonEmpty } from './labels.ts';

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import type { AnyObject, Gateway, Service, ServiceEntry } from '@ambient/common/config/objects';
 import {
   AppProtocol,
   GatewayAddressSchema,
@@ -11,7 +12,6 @@ import {
   type Service as WdsService,
 } from '@ambient/common/gen/istio/workload/workload_pb';
 import { create, toBinary, toJson } from '@bufbuild/protobuf';
-import type { AnyObject, Gateway, Service, ServiceEntry } from '@ambient/common/config/objects';
 import {
   buildKubeService,
   buildServiceEntryServices,

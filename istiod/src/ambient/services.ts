@@ -1,3 +1,4 @@
+import type { Service, ServiceEntry, ServicePort } from '@ambient/common/config/objects';
 import {
   AppProtocol,
   IPFamilies,
@@ -14,7 +15,6 @@ import {
   type Service as WdsService,
 } from '@ambient/common/gen/istio/workload/workload_pb';
 import { create } from '@bufbuild/protobuf';
-import type { Service, ServiceEntry, ServicePort } from '@ambient/common/config/objects';
 import type { Diagnostic } from './diagnostics.ts';
 import { maskPrefix, parseCidr, parseIp } from './ip.ts';
 import { ANNOTATIONS, LABELS } from './labels.ts';

@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import type { Gateway, Namespace, Service } from '@ambient/common/config/objects';
 import {
   ApplicationTunnel_Protocol,
   GatewayAddressSchema,
   WeightedWaypointSchema,
 } from '@ambient/common/gen/istio/workload/workload_pb';
 import { create, toBinary } from '@bufbuild/protobuf';
-import type { Gateway, Namespace, Service } from '@ambient/common/config/objects';
 import { meshSettings } from './settings.ts';
 import { AmbientState } from './state.ts';
 import {

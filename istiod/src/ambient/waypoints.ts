@@ -1,3 +1,4 @@
+import type { Gateway, LabelSelector, ObjectMeta } from '@ambient/common/config/objects';
 import {
   ApplicationTunnel_Protocol,
   type GatewayAddress,
@@ -6,7 +7,6 @@ import {
   WeightedWaypointSchema,
 } from '@ambient/common/gen/istio/workload/workload_pb';
 import { create } from '@bufbuild/protobuf';
-import type { Gateway, LabelSelector, ObjectMeta } from '@ambient/common/config/objects';
 import { parseIp } from './ip.ts';
 import {
   ANNOTATIONS,

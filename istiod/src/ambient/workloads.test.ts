@@ -1,5 +1,14 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
+import type {
+  AnyObject,
+  EndpointSlice,
+  Gateway,
+  Pod,
+  Service,
+  ServiceEntry,
+  WorkloadEntry,
+} from '@ambient/common/config/objects';
 import {
   ApplicationTunnel_Protocol,
   GatewayAddressSchema,
@@ -11,15 +20,6 @@ import {
   WorkloadType,
 } from '@ambient/common/gen/istio/workload/workload_pb';
 import { create, toBinary, toJson } from '@bufbuild/protobuf';
-import type {
-  AnyObject,
-  EndpointSlice,
-  Gateway,
-  Pod,
-  Service,
-  ServiceEntry,
-  WorkloadEntry,
-} from '@ambient/common/config/objects';
 import { meshSettings } from './settings.ts';
 import { AmbientState } from './state.ts';
 import {

@@ -1,3 +1,12 @@
+import type {
+  EndpointSlice,
+  ObjectMeta,
+  Pod,
+  Service,
+  ServiceEntry,
+  WorkloadEntry,
+  WorkloadEntrySpec,
+} from '@ambient/common/config/objects';
 import {
   type ApplicationTunnel,
   ApplicationTunnelSchema,
@@ -15,15 +24,6 @@ import {
   WorkloadType,
 } from '@ambient/common/gen/istio/workload/workload_pb';
 import { create } from '@bufbuild/protobuf';
-import type {
-  EndpointSlice,
-  ObjectMeta,
-  Pod,
-  Service,
-  ServiceEntry,
-  WorkloadEntry,
-  WorkloadEntrySpec,
-} from '@ambient/common/config/objects';
 import type { Diagnostic } from './diagnostics.ts';
 import { parseIp } from './ip.ts';
 import { ANNOTATIONS, LABELS } from './labels.ts';

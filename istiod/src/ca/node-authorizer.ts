@@ -1,7 +1,7 @@
-import { errorMessage } from '@ambient/common/errors';
-import { DEFAULT_SERVICE_ACCOUNT, type Identity, parseIdentity } from '@ambient/common/identity';
 import type { Pod } from '@ambient/common/config/objects';
 import type { ConfigChange, ConfigStore } from '@ambient/common/config/store';
+import { errorMessage } from '@ambient/common/errors';
+import { DEFAULT_SERVICE_ACCOUNT, type Identity, parseIdentity } from '@ambient/common/identity';
 import type { Caller } from '../security/authenticate.ts';
 import { ImpersonationError } from './errors.ts';
 

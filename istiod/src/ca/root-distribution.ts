@@ -1,10 +1,10 @@
 import { mkdir } from 'node:fs/promises';
 import { dirname } from 'node:path';
+import type { ConfigChange, ConfigStore } from '@ambient/common/config/store';
 import { errorMessage } from '@ambient/common/errors';
 import type { Component, StopContext } from '@ambient/common/lifecycle';
 import { type Logger, logger } from '@ambient/common/log';
 import type { CoreV1Api, V1ConfigMap } from '@kubernetes/client-node';
-import type { ConfigChange, ConfigStore } from '@ambient/common/config/store';
 import { RootDistributionError } from './errors.ts';
 import { httpStatus, writeAtomic } from './root-store.ts';
 

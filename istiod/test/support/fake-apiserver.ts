@@ -17,9 +17,9 @@ import { randomUUID } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { KubeConfig } from '@kubernetes/client-node';
 import { apiVersionOf, KIND_NAMES, KINDS, type Kind } from '@ambient/common/config/kinds';
 import { KubeClient } from '@ambient/common/kube/client';
+import { KubeConfig } from '@kubernetes/client-node';
 
 type Obj = Record<string, unknown> & { metadata: Record<string, unknown> };
 type EventType = 'ADDED' | 'MODIFIED' | 'DELETED';

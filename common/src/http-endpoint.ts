@@ -1,38 +1,54 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { errorMessage } from '@ambient/common/errors';
-import type { Component, StopContext } from '@ambient/common/lifecycle';
-import type { Logger } from '@ambient/common/log';
-import type { ListenConfig } from '../config.ts';
-import { IstiodError } from '../errors.ts';
+import { errorMessage, MeshError } from './errors.ts';
+import type { Component, StopContext } from './lifecycle.ts';
+import type { Logger } from './log.ts';
 
-/** Answers one request; a throw or rejection becomes a 500. */
-export type HttpHandler = (req: IncomingMessage, res: ServerResponse) => void | Promise<void>;
+export type HttpEndpointErrorCode =
+  /** The server could not listen on its address (in use, not local, no permission). */
+  | 'HTTP_LISTEN_FAILED'
+  /** The port was asked for before the server started listening. */
+  | 'NOT_STARTED';
 
-export interface HttpListenerOptions {
-  /** The component name (`admin-http`, `monitoring-http`). */
+export class HttpEndpointError extends MeshError<HttpEndpointErrorCode> {}
+
+/** Answers one request; a throw or rejection becomes a 500. `url` is the parsed request target. */
+export type HttpHandler = (req: IncomingMessage, res: ServerResponse, url: URL) => void | Promise<void>;
+
+/** Where an endpoint listens. */
+export interface HttpListen {
+  readonly bindAddress: string;
+  readonly port: number;
+}
+
+export interface HttpEndpointOptions {
+  /** The component name (`admin`, `stats`, `monitoring-http`), also the log field `server`. */
   readonly name: string;
-  readonly listen: ListenConfig;
+  /** How error messages name the server (`the admin server`); the name by default. */
+  readonly label?: string;
+  readonly listen: HttpListen;
   readonly handler: HttpHandler;
   readonly log: Logger;
 }
 
 /**
- * A small HTTP server as a lifecycle component, for istiod's debug (8080) and monitoring (15014)
- * ports. Stopping closes the listener, closes idle keep-alive connections at once, lets requests
- * in flight finish, and closes what is left when the drain deadline passes.
+ * A binary's own small HTTP server (admin, debug, metrics, readiness) as a lifecycle component.
+ * Stopping closes the listener, closes idle keep-alive connections at once, lets requests in
+ * flight finish, and closes what is left when the drain deadline passes.
  */
-export class HttpListener implements Component {
+export class HttpEndpoint implements Component {
   readonly name: string;
-  readonly #o: HttpListenerOptions;
+  readonly #o: HttpEndpointOptions;
+  readonly #label: string;
   readonly #server: Server;
   #port: number | undefined;
 
-  constructor(options: HttpListenerOptions) {
+  constructor(options: HttpEndpointOptions) {
     this.name = options.name;
     this.#o = options;
-    this.#server = createServer((req, res) => this.#serve(req, res));
-    // Probes and scrapes are short; a client that holds a socket open must not hold up a stop.
+    this.#label = options.label ?? options.name;
+    this.#server = createServer((req, res) => void this.#serve(req, res));
+    // Probes and scrapes are short; a client holding a socket open must not hold up a stop.
     this.#server.keepAliveTimeout = 5_000;
     this.#server.headersTimeout = 10_000;
     this.#server.requestTimeout = 30_000;
@@ -41,7 +57,7 @@ export class HttpListener implements Component {
   /** The bound port (the real one when 0 was asked for). */
   get port(): number {
     if (this.#port === undefined) {
-      throw new IstiodError('NOT_STARTED', `${this.name} has not started listening yet`);
+      throw new HttpEndpointError('NOT_STARTED', `${this.#label} has not started listening yet`);
     }
     return this.#port;
   }
@@ -51,9 +67,9 @@ export class HttpListener implements Component {
     await new Promise<void>((resolve, reject) => {
       const onError = (err: Error): void => {
         reject(
-          new IstiodError(
+          new HttpEndpointError(
             'HTTP_LISTEN_FAILED',
-            `${this.name} cannot listen on ${bindAddress}:${port}: ${errorMessage(err)}`,
+            `${this.#label} cannot listen on ${formatHostPort(bindAddress, port)}: ${errorMessage(err)}`,
             { cause: err },
           ),
         );
@@ -65,15 +81,17 @@ export class HttpListener implements Component {
       });
     });
     this.#port = (this.#server.address() as AddressInfo).port;
-    this.#o.log.info({ listener: this.name, address: bindAddress, port: this.#port }, 'http listening');
+    this.#o.log.info(
+      { server: this.name, address: formatHostPort(bindAddress, this.#port) },
+      'http listening',
+    );
   }
 
   async stop(ctx: StopContext): Promise<void> {
+    if (!this.#server.listening) return;
     const closed = new Promise<void>((resolve) => this.#server.close(() => resolve()));
     this.#server.closeIdleConnections();
-    const force = (): void => {
-      this.#server.closeAllConnections();
-    };
+    const force = (): void => this.#server.closeAllConnections();
     if (ctx.force.aborted) force();
     else ctx.force.addEventListener('abort', force, { once: true });
     await closed;
@@ -82,20 +100,22 @@ export class HttpListener implements Component {
 
   async #serve(req: IncomingMessage, res: ServerResponse): Promise<void> {
     try {
-      await this.#o.handler(req, res);
+      const url = new URL(req.url ?? '/', 'http://localhost');
+      await this.#o.handler(req, res, url);
     } catch (err) {
-      this.#o.log.error({ listener: this.name, url: req.url, err: errorMessage(err) }, 'http handler failed');
-      if (!res.headersSent) {
-        res.writeHead(500, { 'content-type': 'text/plain; charset=utf-8' });
-        res.end('internal error\n');
-      } else {
-        res.destroy();
-      }
+      this.#o.log.error({ server: this.name, url: req.url, err: errorMessage(err) }, 'http handler failed');
+      if (!res.headersSent) sendText(res, 500, 'internal error\n');
+      else res.destroy();
     }
   }
 }
 
-/** Writes a JSON body (pretty, as the debug endpoints are read by people). */
+/** `host:port`, with an IPv6 host in brackets. */
+export function formatHostPort(host: string, port: number): string {
+  return host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+}
+
+/** Writes a pretty JSON body (admin and debug output is read by people). */
 export function sendJson(res: ServerResponse, status: number, body: unknown): void {
   const text = `${JSON.stringify(body, jsonReplacer, 2)}\n`;
   res.writeHead(status, {
@@ -114,7 +134,7 @@ export function sendText(res: ServerResponse, status: number, body: string): voi
   res.end(body);
 }
 
-// Debug views hold bigints (protobuf int64) and Maps in places; render them instead of throwing.
+// Debug views hold bigints (protobuf int64), Maps and Sets; render them instead of throwing.
 function jsonReplacer(_key: string, value: unknown): unknown {
   if (typeof value === 'bigint') return value.toString();
   if (value instanceof Map) return Object.fromEntries(value);
