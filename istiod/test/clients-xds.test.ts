@@ -256,7 +256,11 @@ describe('XdsClient against istiod', () => {
     assert.match(lastNack?.message ?? '', /refuse-me: refused by the test model/);
     // The authorization type was ACKed; the address type's first response was not (ztunnel
     // readiness waits for an ACK of each type).
-    assert.deepEqual(readiness.pending(), ['xds istio.workload.Address']);
+    // (The Authorization response may still be on its way when the Address NACK is seen.)
+    await eventually(
+      'the authorization type to be ACKed',
+      () => readiness.pending().join() === 'xds istio.workload.Address',
+    );
 
     // istiod goes away; meanwhile good2 is deleted. After the reconnect istiod re-sends only what
     // the client did not hold (the two refused resources) and the removal of good2.
