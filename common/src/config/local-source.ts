@@ -79,7 +79,13 @@ export class LocalSource implements ConfigSource {
   readonly #log: Logger;
   readonly #metrics: ConfigMetrics;
   readonly #kinds: readonly Kind[];
-  readonly #parsed = new Map<string, { text: string; parsed: ParsedManifest }>();
+  // Per file: its text, what it parsed to and each document's validation. An unchanged file
+  // yields the same object instances on every scan, so the store sees them as unchanged at once
+  // instead of comparing 10,000 objects field by field.
+  readonly #parsed = new Map<
+    string,
+    { text: string; parsed: ParsedManifest; validated: Map<number, ReturnType<typeof validateObject>> }
+  >();
   /** `kind|namespace/name` → file, for the objects applied by the last scan. */
   #provenance = new Map<string, string>();
   #rejections = new Map<string, Pending>();
@@ -266,8 +272,13 @@ export class LocalSource implements ConfigSource {
           'yaml_syntax',
         );
       }
-      for (const { line, object } of parsed.objects) {
-        const r = validateObject(object, { defaultNamespace: this.#o.defaultNamespace ?? 'default' });
+      const validated = this.#parsed.get(path)?.validated;
+      for (const [index, { line, object }] of parsed.objects.entries()) {
+        let r = validated?.get(index);
+        if (r === undefined) {
+          r = validateObject(object, { defaultNamespace: this.#o.defaultNamespace ?? 'default' });
+          validated?.set(index, r);
+        }
         if (!r.ok) {
           const ref =
             r.ref.name === '' || r.ref.kind === ''
@@ -382,7 +393,7 @@ export class LocalSource implements ConfigSource {
     const cached = this.#parsed.get(path);
     if (cached?.text === text) return cached.parsed;
     const parsed = parseManifest(text);
-    this.#parsed.set(path, { text, parsed });
+    this.#parsed.set(path, { text, parsed, validated: new Map() });
     return parsed;
   }
 }

@@ -148,6 +148,7 @@ export class ConfigStore extends EventEmitter<StoreEvents> {
 }
 
 function sameObject(a: AnyObject, b: AnyObject): boolean {
+  if (a === b) return true;
   const ra = a.metadata.resourceVersion;
   const rb = b.metadata.resourceVersion;
   if (ra !== undefined && rb !== undefined) return ra === rb;
