@@ -293,24 +293,42 @@ describe('ztunnel acceptance in the netns harness', { skip, timeout: 600_000 }, 
     }
   });
 
-  it("checklist 6: pod A forging the source IP of B still gets A's identity at the destination", {
-    todo: 'TODO(#5): no inbound log line appears on node2; under investigation',
-  }, async () => {
-    const before = mesh.ztunnelLog('node2').length;
-    const s = await connectFrom(a.pod, b.pod.ip, APP_PORT, { source: b.pod.ip }).catch(() => undefined);
-    if (s !== undefined) {
+  it("checklist 6: pod A forging the source IP of B still gets A's identity at the destination", async () => {
+    // A forged source is not local in A's netns, so the SYN-ACK of ztunnel's outbound listener
+    // (source port 15001, before the REDIRECT is undone) would be routed out of eth0 and the
+    // connect would time out without ever reaching ztunnel. Route those replies back in locally,
+    // as a real attacker with CAP_NET_ADMIN in the pod could; only then is the invariant tested.
+    const replyRule = [
+      'to',
+      `${b.pod.ip}/32`,
+      'ipproto',
+      'tcp',
+      'sport',
+      '15001',
+      'pref',
+      '32000',
+      'lookup',
+      '100',
+    ];
+    await a.pod.exec('ip', ['rule', 'add', ...replyRule]);
+    try {
+      const before = mesh.ztunnelLog('node2').length;
+      const s = await connectFrom(a.pod, b.pod.ip, APP_PORT, { source: b.pod.ip });
+      assert.equal(s.localAddress, b.pod.ip, 'the client socket carries the forged source');
       const reply = readAll(s, 5000);
       s.end('forged');
-      await reply;
+      assert.equal((await reply).toString(), 'forged');
+      const lines = await eventually('an inbound line on node2 for the forged connection', () => {
+        const l = mesh
+          .ztunnelLog('node2')
+          .slice(before)
+          .filter((x) => x.direction === 'inbound' && x['dst.hbone_addr'] === `${b.pod.ip}:${APP_PORT}`);
+        return l.length > 0 ? l : undefined;
+      });
+      for (const l of lines) assert.equal(l['src.identity'], a.identity, JSON.stringify(l));
+    } finally {
+      await a.pod.exec('ip', ['rule', 'del', ...replyRule]);
     }
-    const lines = await eventually('an inbound line on node2 for the forged connection', () => {
-      const l = mesh
-        .ztunnelLog('node2')
-        .slice(before)
-        .filter((x) => x.direction === 'inbound' && x['dst.hbone_addr'] === `${b.pod.ip}:${APP_PORT}`);
-      return l.length > 0 ? l : undefined;
-    });
-    for (const l of lines) assert.equal(l['src.identity'], a.identity, JSON.stringify(l));
   });
 
   it('checklist 8: self-call and loop ports are refused and never reach the app', async () => {
@@ -451,9 +469,7 @@ describe('ztunnel acceptance in the netns harness', { skip, timeout: 600_000 }, 
     }
   });
 
-  it('checklist 32: deleting a pod tears its proxy down and a live connection fails', {
-    todo: 'TODO(#5): a live connection survives the ZDS Del of its destination pod',
-  }, async () => {
+  it('checklist 32: deleting a pod tears its proxy down and a live connection fails', async () => {
     const gone = await mesh.addPod({
       node: 'node2',
       name: 'gone',
@@ -504,9 +520,7 @@ describe('ztunnel acceptance in the netns harness', { skip, timeout: 600_000 }, 
     await expectReach('traffic after the restart', [{ from: a, port: APP_PORT, want: 'ok' }]);
   });
 
-  it('checklist 29: a ztunnel started with istiod down stays not ready until xDS is ACKed', {
-    todo: 'TODO(#5): after the peer ztunnel is SIGKILLed, pooled HBONE connections stall new tunnels',
-  }, async () => {
+  it('checklist 29: a ztunnel started with istiod down stays not ready until xDS is ACKed', async () => {
     await mesh.stopIstiod();
     const zt = mesh.ztunnel('node2');
     zt.kill('SIGKILL');
@@ -526,9 +540,7 @@ describe('ztunnel acceptance in the netns harness', { skip, timeout: 600_000 }, 
   });
 
   // Last: while a pooled HBONE connection to the killed ztunnel exists, recovery is what is measured.
-  it('ztunnel restarted: traffic recovers', {
-    todo: 'TODO(#5): after the peer ztunnel is SIGKILLed, pooled HBONE connections stall new tunnels',
-  }, async () => {
+  it('ztunnel restarted: traffic recovers', async () => {
     const old = mesh.ztunnel('node2');
     old.kill('SIGKILL');
     await old.exited;

@@ -100,6 +100,12 @@ export async function connectHbone(options: HboneConnectOptions): Promise<HboneC
       // Session failures also reach every stream and the 'close' event; without a listener an
       // 'error' (a keepalive timeout, a peer's GOAWAY with an error code) would crash the process.
       session.on('error', () => {});
+      // An HTTP/2 peer never half-closes: EOF (or a reset) means the connection is gone. Over a
+      // half-open-capable socket (ztunnel's in-pod dialer) the TLS socket then only emits 'end'
+      // and the session would stay open, taking new streams that are never answered, until the
+      // keepalive noticed; destroying it now fails its streams and drops it from the pool.
+      const established = session;
+      dialled.once('end', () => established.destroy());
       await settingsReceived(session, target);
       // The connection window can only be raised after the session exists (SETTINGS cannot).
       session.setLocalWindowSize(settings.connectionWindowSize);
@@ -371,6 +377,7 @@ export function openTunnel(
       cleanup();
       const code = stream.rstCode ?? NGHTTP2_CANCEL;
       if (session.destroyed) {
+        // Retryable: no tunnel was handed out, so no application byte went over this stream.
         reject(
           new HboneError(
             'HBONE_SESSION_CLOSED',
@@ -378,6 +385,7 @@ export function openTunnel(
             {
               cause: streamError,
               rstCode: code,
+              retryable: true,
             },
           ),
         );

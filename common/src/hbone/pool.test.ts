@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import * as net from 'node:net';
 import { before, describe, it } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as tls from 'node:tls';
@@ -267,4 +268,81 @@ describe('HbonePool', () => {
     await closing;
     assert.equal(pool.stats.connectionsOpen, 0);
   });
+});
+
+/**
+ * A TCP relay in front of an HBONE server whose accepted sockets can be dropped the way the
+ * kernel drops them when the peer process dies: RST (unread data) or FIN. The listener stays up,
+ * like a restarted peer.
+ */
+async function startRelay(upstreamPort: number) {
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((down) => {
+    const up = net.connect(upstreamPort, '127.0.0.1');
+    sockets.add(down);
+    down.on('error', () => {});
+    up.on('error', () => {});
+    down.on('close', () => {
+      sockets.delete(down);
+      up.destroy();
+    });
+    up.on('close', () => down.destroy());
+    down.pipe(up);
+    up.pipe(down);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as net.AddressInfo).port;
+  return {
+    port,
+    kill(how: 'rst' | 'fin'): void {
+      for (const s of sockets) {
+        if (how === 'rst') s.resetAndDestroy();
+        else s.destroy();
+      }
+    },
+    [Symbol.asyncDispose]: async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+describe('HbonePool when the peer process dies', () => {
+  for (const how of ['rst', 'fin'] as const) {
+    it(`peer process dies (${how}): the next openTunnel dials a new connection instead of hanging`, async () => {
+      await using s = await startHboneServer(pki, {
+        handler: (req) => {
+          const t = req.accept();
+          t.on('error', () => {});
+          t.pipe(t);
+        },
+      });
+      await using relay = await startRelay(s.port);
+      // Dial the way ztunnel does: a half-open-capable TCP socket, then TLS over it.
+      const { pool, dials } = countingPool({
+        dial: (o) => {
+          dials.count++;
+          const socket = net.connect({ host: o.host ?? '', port: o.port ?? 0, allowHalfOpen: true });
+          return tls.connect({ ...o, socket });
+        },
+      });
+      const key = keyFor(s, { dst: { address: '127.0.0.1', port: relay.port } });
+      try {
+        assert.equal(await echo(await pool.openTunnel(key, { target: '10.0.0.1:80' }), 'before'), 'before');
+        const live = await pool.openTunnel(key, { target: '10.0.0.1:80' });
+        live.on('error', () => {});
+        const liveClosed = new Promise<void>((resolve) => live.once('close', () => resolve()));
+        relay.kill(how);
+        // Immediately, before the client may have processed the close.
+        const started = Date.now();
+        const next = await pool.openTunnel(key, { target: '10.0.0.1:80', signal: AbortSignal.timeout(5000) });
+        assert.equal(await echo(next, 'after'), 'after');
+        assert.ok(Date.now() - started < 2000, `took ${Date.now() - started} ms`);
+        assert.equal(dials.count, 2);
+        await liveClosed;
+      } finally {
+        pool.destroy();
+      }
+    });
+  }
 });

@@ -132,9 +132,13 @@ export class HbonePool {
         tunnel = await openTunnel(conn.session, request);
       } catch (err) {
         this.#release(conn);
+        // A connection that died under the CONNECT (the peer process was killed) is retried too:
+        // no tunnel was handed out, so nothing was sent on it.
         const refused =
           err instanceof HboneError &&
-          (err.code === 'HBONE_GOAWAY' || (err.code === 'HBONE_STREAM_RESET' && err.retryable));
+          (err.code === 'HBONE_GOAWAY' ||
+            err.code === 'HBONE_SESSION_CLOSED' ||
+            (err.code === 'HBONE_STREAM_RESET' && err.retryable));
         if (refused) this.#drain(conn);
         if (refused && attempt === 0) continue;
         throw err;
