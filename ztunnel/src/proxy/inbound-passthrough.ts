@@ -1,6 +1,7 @@
 import type * as net from 'node:net';
 import { formatSocketAddr, type Workload } from '@ambient/common/model';
 import { logEarlyDeny } from './access-log.ts';
+import { listenCapture } from './capture-listener.ts';
 import { copyBidirectional } from './copy.ts';
 import { ProxyError } from './errors.ts';
 import { guessInboundService } from './inbound.ts';
@@ -31,25 +32,13 @@ export class InboundPassthrough {
   }
 
   async listen(): Promise<ProxyListener> {
-    const listener = await this.#ctx.inputs.socketFactory.listen(
+    this.#listener = await listenCapture(
+      this.#ctx,
       this.#ctx.inputs.config.inboundPlaintextPort,
+      'inbound plaintext',
+      (socket) => this.#proxy(socket),
     );
-    listener.server.on('connection', (socket: net.Socket) => {
-      this.#proxy(socket).catch((err: unknown) => {
-        this.#ctx.log.error({ err }, 'inbound plaintext connection handling failed');
-        socket.destroy();
-      });
-    });
-    this.#listener = listener;
-    this.#ctx.log.info(
-      {
-        address: formatSocketAddr(listener.address),
-        component: 'inbound plaintext',
-        transparent: listener.transparent,
-      },
-      'listener established',
-    );
-    return listener;
+    return this.#listener;
   }
 
   close(): void {

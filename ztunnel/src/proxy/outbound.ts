@@ -14,6 +14,7 @@ import {
 } from '@ambient/common/model';
 import { TlsError } from '@ambient/common/tls/errors';
 import { logEarlyDeny } from './access-log.ts';
+import { listenCapture } from './capture-listener.ts';
 import { copyBidirectional } from './copy.ts';
 import { ProxyError } from './errors.ts';
 import type { ProxyContext } from './inputs.ts';
@@ -96,23 +97,13 @@ export class Outbound {
   }
 
   async listen(): Promise<ProxyListener> {
-    const listener = await this.#ctx.inputs.socketFactory.listen(this.#ctx.inputs.config.outboundPort);
-    listener.server.on('connection', (socket: net.Socket) => {
-      this.#proxy(socket).catch((err: unknown) => {
-        this.#ctx.log.error({ err }, 'outbound connection handling failed');
-        socket.destroy();
-      });
-    });
-    this.#listener = listener;
-    this.#ctx.log.info(
-      {
-        address: formatSocketAddr(listener.address),
-        component: 'outbound',
-        transparent: listener.transparent,
-      },
-      'listener established',
+    this.#listener = await listenCapture(
+      this.#ctx,
+      this.#ctx.inputs.config.outboundPort,
+      'outbound',
+      (socket) => this.#proxy(socket),
     );
-    return listener;
+    return this.#listener;
   }
 
   /** Stops accepting; connections in flight carry on. */
