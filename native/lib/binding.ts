@@ -19,6 +19,7 @@ export interface NativeBinding {
   setMark(fd: number, mark: number): void;
   getMark(fd: number): number;
   socketCookie(fd: number): bigint;
+  setSendBufferSize(fd: number, bytes: number): number;
 
   SeqpacketHandle: {
     listen(path: string, backlog: number): RawSeqpacketHandle;

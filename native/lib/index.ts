@@ -41,6 +41,7 @@ export {
   listenInNetns,
   originalDst,
   setMark,
+  setSendBufferSize,
   socketCookie,
   socketFd,
   type TransparentMode,

@@ -206,6 +206,19 @@ export function getMark(socket: Socket | number): number {
   return callNative((n) => n.getMark(fd));
 }
 
+/**
+ * Sizes the kernel send buffer: SO_SNDBUFFORCE when the process has CAP_NET_ADMIN, else SO_SNDBUF
+ * (capped by `net.core.wmem_max`). Returns the size the kernel granted, which is twice the
+ * request when it was met (the kernel doubles it for its bookkeeping).
+ */
+export function setSendBufferSize(socket: Socket | number, bytes: number): number {
+  if (!Number.isInteger(bytes) || bytes <= 0 || bytes > 2 ** 30) {
+    throw new RangeError(`send buffer size ${bytes} is not an integer from 1 to 2^30`);
+  }
+  const fd = toFd(socket);
+  return callNative((n) => n.setSendBufferSize(fd, bytes));
+}
+
 /** SO_COOKIE: the kernel's id for the socket, the key `bpf_get_socket_cookie` returns in eBPF programs. */
 export function socketCookie(socket: Socket | number): bigint {
   const fd = toFd(socket);

@@ -302,6 +302,31 @@ Napi::Value SocketCookie(const Napi::CallbackInfo& info) {
   return Napi::BigInt::New(env, cookie);
 }
 
+// setSendBufferSize(fd, bytes) -> number: SO_SNDBUFFORCE (CAP_NET_ADMIN lifts net.core.wmem_max),
+// else SO_SNDBUF, capped by wmem_max. Returns what the kernel granted (it doubles the request to
+// account for its own overhead), so the caller can tell whether the size it needs was reached.
+Napi::Value SetSendBufferSize(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int fd = FdArg(info, 0);
+  int64_t bytes = info[1].As<Napi::Number>().Int64Value();
+  if (bytes <= 0 || bytes > (1 << 30)) {
+    Napi::RangeError::New(env, "send buffer size must be 1 byte to 1 GiB").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  int value = static_cast<int>(bytes);
+  if (::setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &value, sizeof(value)) != 0) {
+    if (errno != EPERM) {
+      CheckSys(env, -1, "setsockopt", "SO_SNDBUFFORCE " + FdDetail(fd));
+    }
+    SetIntOpt(env, fd, SOL_SOCKET, SO_SNDBUF, value, "SO_SNDBUF", FdDetail(fd));
+  }
+  int granted = 0;
+  socklen_t len = sizeof(granted);
+  CheckSys(env, ::getsockopt(fd, SOL_SOCKET, SO_SNDBUF, &granted, &len), "getsockopt",
+           "SO_SNDBUF " + FdDetail(fd));
+  return Napi::Number::New(env, granted);
+}
+
 }  // namespace
 
 void InitSockets(Napi::Env env, Napi::Object exports) {
@@ -311,6 +336,7 @@ void InitSockets(Napi::Env env, Napi::Object exports) {
   exports.Set("setMark", Napi::Function::New<SetMark>(env, "setMark"));
   exports.Set("getMark", Napi::Function::New<GetMark>(env, "getMark"));
   exports.Set("socketCookie", Napi::Function::New<SocketCookie>(env, "socketCookie"));
+  exports.Set("setSendBufferSize", Napi::Function::New<SetSendBufferSize>(env, "setSendBufferSize"));
 }
 
 }  // namespace ambient

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
 import { type AddressInfo, createServer, type Server, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import {
@@ -12,6 +13,7 @@ import {
   NativeError,
   openNetns,
   setMark,
+  setSendBufferSize,
   socketCookie,
 } from '../lib/index.ts';
 import { type Netns, sweepLeftovers, Topology } from './topology.ts';
@@ -148,6 +150,20 @@ describe('sockets in other network namespaces', { skip: !isRoot && 'needs root f
     assert.ok(cookie > 0n);
     assert.equal(socketCookie(client), cookie, 'the cookie is stable');
     assert.equal((await readAll(client)).trim(), `10.77.1.1 ${port} 10.77.1.2`);
+  });
+
+  test('the send buffer can be sized past net.core.wmem_max with CAP_NET_ADMIN', async (t) => {
+    const { server } = describingServer();
+    t.after(() => closeServer(server));
+    const { port } = await listenInNetns(server, { netnsFd: aFd, address: '10.77.1.1', port: 0 });
+    const client = await connectInNetns({ netnsFd: bFd, address: '10.77.1.1', port, timeoutMs: 5000 });
+    const wmemMax = Number(readFileSync('/proc/sys/net/core/wmem_max', 'utf8'));
+    const want = Math.max(wmemMax * 4, 8 * 1024 * 1024);
+    // The kernel doubles what it grants for its own bookkeeping.
+    assert.equal(setSendBufferSize(client, want), 2 * want);
+    assert.throws(() => setSendBufferSize(client, 0), RangeError);
+    assert.throws(() => setSendBufferSize(client, 2 ** 31), RangeError);
+    await readAll(client);
   });
 
   test('a connect to a blackholed address times out without blocking the event loop', async () => {

@@ -3,6 +3,7 @@ import * as http2 from 'node:http2';
 import * as net from 'node:net';
 import type { Duplex } from 'node:stream';
 import * as tls from 'node:tls';
+import { setSendBufferSize } from '@ambient/native';
 import type { Identity } from '../identity/identity.ts';
 import { TlsError } from '../tls/errors.ts';
 import {
@@ -69,7 +70,15 @@ export interface HboneServerOptions {
   readonly credentials: TlsCredentials;
   readonly handler: HboneRequestHandler;
   readonly settings?: Partial<HboneSettings>;
+  /**
+   * `auto` (default): the kernel send buffer when the process may size it, else userspace.
+   * `userspace`: always a {@link SessionTransport} (tests of that path).
+   */
+  readonly writeBudget?: 'auto' | 'userspace';
 }
+
+/** Where a session's write budget lives (see `HboneServer#transportFor`). */
+export type WriteBudgetPlace = 'kernel' | 'userspace';
 
 /** Events, for logs and metrics (ztunnel's `log_early_deny` and access log). */
 export interface HboneServerEvents {
@@ -78,6 +87,8 @@ export interface HboneServerEvents {
     info: HboneConnectionInfo & {
       readonly session: http2.ServerHttp2Session;
       readonly socket: tls.TLSSocket;
+      /** Where the session's write budget is kept: the kernel send buffer, or a SessionTransport. */
+      readonly writeBudget: WriteBudgetPlace;
     },
   ];
   /** A connection failed TLS or the SPIFFE check, before any request (no HTTP/2 was spoken). */
@@ -94,6 +105,7 @@ export interface HboneServerEvents {
 interface Connection extends HboneConnectionInfo {
   readonly session: http2.ServerHttp2Session;
   readonly socket: tls.TLSSocket;
+  readonly writeBudget: WriteBudgetPlace;
 }
 
 /**
@@ -114,6 +126,7 @@ export class HboneServer extends EventEmitter<HboneServerEvents> {
   readonly #sockets = new Set<Duplex>();
   readonly #sessions = new Set<http2.ServerHttp2Session>();
   readonly #attached = new Map<net.Server, (socket: net.Socket) => void>();
+  readonly #writeBudget: 'auto' | 'userspace';
   #accepting: Omit<Connection, 'session'> | undefined;
   #closed = false;
 
@@ -121,6 +134,7 @@ export class HboneServer extends EventEmitter<HboneServerEvents> {
     super();
     this.settings = resolveHboneSettings(options.settings);
     this.#handler = options.handler;
+    this.#writeBudget = options.writeBudget ?? 'auto';
     this.#identity = credentialsIdentity(options.credentials);
     this.#trustDomain = this.#identity.trustDomain;
     this.#tls = tls.createServer({
@@ -274,9 +288,11 @@ export class HboneServer extends EventEmitter<HboneServerEvents> {
       socket.destroy();
       return;
     }
+    const { transport, writeBudget } = this.#transportFor(socket);
     // 'session' fires synchronously inside emit('connection'), which is how it gets this info.
     this.#accepting = {
       socket,
+      writeBudget,
       peerIdentity,
       localAddress: socket.localAddress,
       localPort: socket.localPort,
@@ -284,10 +300,33 @@ export class HboneServer extends EventEmitter<HboneServerEvents> {
       remotePort: socket.remotePort,
     };
     try {
-      this.#h2.emit('connection', new SessionTransport(socket, this.settings.sessionWriteBudget));
+      this.#h2.emit('connection', transport);
     } finally {
       this.#accepting = undefined;
     }
+  }
+
+  /**
+   * What the HTTP/2 session runs on. A session must never stop reading for long while it waits
+   * on its own socket write, or two Node peers deadlock (see {@link SessionTransport}). The cheap
+   * way is a kernel send buffer of `sessionWriteBudget` bytes: flow control bounds what the peer
+   * lets us send, so our writes always complete, and the session stays on Node's native
+   * TLS-to-HTTP/2 path. That needs CAP_NET_ADMIN (SO_SNDBUFFORCE) unless `net.core.wmem_max` is
+   * that large; without it, the budget is kept in userspace by a SessionTransport, at ~40% of
+   * the receive throughput.
+   */
+  #transportFor(socket: tls.TLSSocket): { transport: Duplex; writeBudget: WriteBudgetPlace } {
+    const budget = this.settings.sessionWriteBudget;
+    if (this.#writeBudget === 'auto') {
+      try {
+        // The kernel grants twice the request when it meets it (half is its own bookkeeping).
+        if (setSendBufferSize(socket, budget) >= 2 * budget)
+          return { transport: socket, writeBudget: 'kernel' };
+      } catch {
+        // No fd (a socket not backed by TCP): keep the budget in userspace.
+      }
+    }
+    return { transport: new SessionTransport(socket, budget), writeBudget: 'userspace' };
   }
 
   #onSession(session: http2.ServerHttp2Session): void {

@@ -20,9 +20,11 @@ const MAX_COALESCE = 256 * 1024;
  * connection window), so a budget above that never applies backpressure to legitimate traffic,
  * while a peer that stops reading still meets it and the original guard.
  *
- * Where: on the server side of every HBONE connection only. One peer that keeps reading breaks
- * the cycle, and the layer costs throughput (Node wraps a JS stream in its JSStreamSocket), so
- * the client keeps Node's native TLS↔HTTP/2 path.
+ * Where: on the server side of an HBONE connection, and only when the server cannot keep the
+ * same budget in the kernel send buffer instead (`HboneServer` tries SO_SNDBUFFORCE first, which
+ * needs CAP_NET_ADMIN). One peer that keeps reading breaks the cycle, and this layer costs ~40%
+ * of the receive throughput (Node wraps a JS stream in its JSStreamSocket), so the client keeps
+ * Node's native TLS↔HTTP/2 path.
  */
 export class SessionTransport extends Duplex {
   readonly #socket: Duplex;

@@ -35,8 +35,9 @@ export interface HboneSettings {
    */
   readonly maxSessionMemoryMb: number;
   /**
-   * Bytes an HTTP/2 connection may queue towards a slow socket before its writes are held back
-   * (see {@link SessionTransport}). Must exceed the peer's connection window, or two busy Node
+   * Bytes a server HTTP/2 connection may queue towards a slow socket before its writes are held
+   * back: its kernel send buffer size (SO_SNDBUFFORCE), or, without CAP_NET_ADMIN, what a
+   * {@link SessionTransport} accepts. Must exceed the peer's connection window, or two busy Node
    * peers can deadlock; a peer that stops reading can make us hold at most this much.
    */
   readonly sessionWriteBudget: number;

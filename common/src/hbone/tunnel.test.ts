@@ -292,31 +292,39 @@ describe('HBONE streams and keepalive', () => {
     }
   });
 
-  it('does not deadlock when both directions of many streams are saturated', {
-    timeout: 60_000,
-  }, async () => {
-    // Node's http2 stops reading while its own socket write is pending; with 16 MiB windows two
-    // Node peers that both write more than the kernel buffers hold would wait on each other
-    // forever. 8 × 8 MiB echoed at once puts 64 MiB in flight each way.
-    await using s = await startHboneServer(pki);
-    const conn = await s.connect();
-    try {
-      const payloads = Array.from({ length: 8 }, () => randomBytes(8 * MiB));
-      const tunnels = await Promise.all(
-        payloads.map(() => openTunnel(conn.session, { target: '10.0.0.1:80' })),
-      );
-      const echoes = await Promise.all(
-        tunnels.map((t, i) => {
-          t.end(payloads[i]);
-          return readAll(t);
-        }),
-      );
-      for (const [i, e] of echoes.entries())
-        assert.ok(e.equals(payloads[i] as Buffer), `stream ${i} echoed wrong bytes`);
-    } finally {
-      conn.session.destroy();
-    }
-  });
+  // Node's http2 stops reading while its own socket write is pending; with 16 MiB windows two
+  // Node peers that both write more than the kernel buffers hold would wait on each other
+  // forever. 8 × 8 MiB echoed at once puts 64 MiB in flight each way. Both places the server can
+  // keep its write budget are checked (the kernel one needs CAP_NET_ADMIN or a large wmem_max).
+  for (const writeBudget of ['auto', 'userspace'] as const) {
+    it(`does not deadlock when both directions of many streams are saturated (write budget ${writeBudget})`, {
+      timeout: 60_000,
+    }, async () => {
+      await using s = await startHboneServer(pki, { writeBudget });
+      const places: string[] = [];
+      s.server.on('session', (info) => places.push(info.writeBudget));
+      const conn = await s.connect();
+      try {
+        const payloads = Array.from({ length: 8 }, () => randomBytes(8 * MiB));
+        const tunnels = await Promise.all(
+          payloads.map(() => openTunnel(conn.session, { target: '10.0.0.1:80' })),
+        );
+        const echoes = await Promise.all(
+          tunnels.map((t, i) => {
+            t.end(payloads[i]);
+            return readAll(t);
+          }),
+        );
+        for (const [i, e] of echoes.entries())
+          assert.ok(e.equals(payloads[i] as Buffer), `stream ${i} echoed wrong bytes`);
+        if (writeBudget === 'userspace') assert.deepEqual(places, ['userspace']);
+        else if (process.getuid?.() === 0)
+          assert.deepEqual(places, ['kernel'], 'root may size the send buffer');
+      } finally {
+        conn.session.destroy();
+      }
+    });
+  }
 
   it('drops a connection whose peer stops answering PINGs', async () => {
     await using s = await startHboneServer(pki);

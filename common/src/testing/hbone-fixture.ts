@@ -75,6 +75,7 @@ export async function startHboneServer(
   const server = new HboneServer({
     credentials: options.credentials ?? pki.server,
     settings: options.settings,
+    ...(options.writeBudget ? { writeBudget: options.writeBudget } : {}),
     handler: (request) => {
       requests.push(request);
       return handler(request);
