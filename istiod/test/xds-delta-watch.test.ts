@@ -84,6 +84,67 @@ describe('DeltaWatch versions', () => {
   });
 });
 
+describe('DeltaWatch shared full-push snapshot', () => {
+  const snapshotOf = (entries: Record<string, string>) => ({ versions: new Map(Object.entries(entries)) });
+  const r = (name: string, version: string) => ({ name, version, value: bytes(version) });
+
+  it('is only for a fresh wildcard watch', () => {
+    const w = new DeltaWatch(T);
+    w.applySubscription([], [], true);
+    assert.equal(w.fresh, true);
+    const explicit = new DeltaWatch(T);
+    explicit.applySubscription(['a'], [], true);
+    assert.equal(explicit.fresh, false);
+    const seeded = new DeltaWatch(T);
+    seeded.applySubscription([], [], true);
+    seeded.seed({ a: 'v1' });
+    assert.equal(seeded.fresh, false);
+    assert.throws(() => seeded.recordSentSnapshot('n', snapshotOf({ a: 'v1' }), 1), /not fresh/);
+  });
+
+  it('reads versions through the snapshot, confirms it on ACK, and overlays later changes', () => {
+    const shared = snapshotOf({ a: 'v1', b: 'v1', c: 'v1' });
+    const w = new DeltaWatch(T);
+    w.applySubscription([], [], true);
+    w.recordSentSnapshot('n1', shared, 1);
+    assert.equal(w.fresh, false);
+    assert.equal(w.versionOf('a'), 'v1', 'sent counts before the ACK');
+    assert.equal(w.heldCount, 0);
+    assert.deepEqual([...w.knownNames()].sort(), ['a', 'b', 'c']);
+    assert.equal(w.ack('n1'), true);
+    assert.equal(w.heldCount, 3);
+
+    w.recordSent('n2', [r('b', 'v2'), r('d', 'v1')], ['c'], 2);
+    assert.equal(w.versionOf('b'), 'v2');
+    assert.equal(w.versionOf('c'), undefined);
+    assert.equal(w.ack('n2'), true);
+    assert.deepEqual(
+      [...w.heldVersions()].sort(),
+      [
+        ['a', 'v1'],
+        ['b', 'v2'],
+        ['d', 'v1'],
+      ],
+    );
+    assert.deepEqual([...w.knownNames()].sort(), ['a', 'b', 'd']);
+    assert.equal(w.versionOf('c'), undefined, 'a removed base name stays removed');
+    assert.deepEqual([...shared.versions.keys()], ['a', 'b', 'c'], 'the shared snapshot is never written');
+  });
+
+  it('flattens the snapshot when an unsubscribe needs per-name state', () => {
+    const w = new DeltaWatch(T);
+    w.applySubscription([], [], true);
+    w.recordSentSnapshot('n1', snapshotOf({ a: 'v1', b: 'v1' }), 1);
+    w.applySubscription(['a'], ['*'], false);
+    assert.equal(w.wildcard, false);
+    assert.equal(w.versionOf('a'), 'v1');
+    assert.equal(w.versionOf('b'), undefined, 'b is no longer subscribed');
+    assert.equal(w.heldCount, 0, 'still unconfirmed');
+    assert.equal(w.ack('n1'), true);
+    assert.deepEqual([...w.heldVersions()], [['a', 'v1']]);
+  });
+});
+
 describe('delta generation', () => {
   it('full state skips held versions and removes what is gone or unsubscribed', () => {
     const s = sourceWith({ a: 'A', b: 'B', c: 'C' });

@@ -97,6 +97,28 @@ describe('delta ADS', () => {
     assert.equal(await metricValue(h.registry, 'istiod_xds_push_time_seconds'), 1);
   });
 
+  it('gives fresh wildcard proxies one shared full push, rebuilt after a change', async () => {
+    const first = h.client();
+    first.subscribe(ADDRESS_TYPE);
+    const r1 = await first.next();
+    const d = podAddress('default', 'd', '10.1.0.4');
+    source.apply(ADDRESS_TYPE, { set: { [d.uid]: d.value } });
+    // Connected after the change but before its debounced push: it must see d already.
+    const second = h.client();
+    second.subscribe(ADDRESS_TYPE);
+    const r2 = await second.next();
+    assert.deepEqual(names(r1), [uid.a, uid.b, uid.c].sort());
+    assert.deepEqual(names(r2), [uid.a, uid.b, uid.c, d.uid].sort());
+    // The first proxy gets d from the push; the second already holds it and gets nothing.
+    const push = await first.next();
+    assert.deepEqual(names(push), [d.uid]);
+    await second.expectNoResponse(150);
+    first.ack(r1);
+    first.ack(push);
+    await waitFor('both ACKs', () => typeState(h, ADDRESS_TYPE)?.lastAckedNonce === push.nonce);
+    assert.equal(typeState(h, ADDRESS_TYPE)?.resourcesAcked, 4);
+  });
+
   it('answers a reconnect with initial_resource_versions with only what changed, plus removals', async () => {
     const first = h.client();
     first.subscribe(ADDRESS_TYPE);

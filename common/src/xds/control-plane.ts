@@ -20,6 +20,8 @@ export const CONTROL_PLANE_DEFAULTS = {
   keepaliveTimeMs: 30_000,
   keepaliveTimeoutMs: 10_000,
   maxReceiveMessageBytes: 200 * 1024 * 1024,
+  /** HTTP/2 receive window of the control channel (stream and connection). */
+  flowControlWindowBytes: 4 * 1024 * 1024,
 } as const;
 
 /** Reads the bearer token; called on every (re)connect and every CA request. Undefined sends none. */
@@ -141,6 +143,9 @@ export function controlPlaneChannelOptions(options: ControlPlaneOptions): Channe
     // Each client owns its subchannels: a shared, globally pooled subchannel would carry another
     // client's reconnect backoff (up to 120 s in grpc-js) into ours.
     'grpc.use_local_subchannel_pool': 1,
+    // grpc-js's default 64 KiB window makes a multi-megabyte initial push cost one round trip
+    // per 64 KiB; ztunnel's control channel uses its HBONE windows (4 MiB per stream).
+    'grpc-node.flow_control_window': d.flowControlWindowBytes,
     ...(options.tls?.serverName !== undefined && {
       'grpc.ssl_target_name_override': options.tls.serverName,
       'grpc.default_authority': options.tls.serverName,

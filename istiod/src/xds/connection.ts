@@ -11,6 +11,7 @@ import {
 } from './authorize.ts';
 import type { NackRecord } from './delta-watch.ts';
 import { grpcStatusOf, XdsError } from './errors.ts';
+import type { WildcardSnapshot } from './generators.ts';
 import type { XdsMetrics } from './metrics.ts';
 import { type ProxyNode, parseProxyNode } from './node.ts';
 import type { PushBatch } from './push-queue.ts';
@@ -28,6 +29,8 @@ export interface ConnectionContext {
   readonly draining: boolean;
   /** The current `system_version_info`. */
   systemVersion(): string;
+  /** The shared full push of a fresh wildcard watch of a served type, as the source is now. */
+  wildcardSnapshot(typeUrl: string): WildcardSnapshot;
   /** Whether the source serves the type (otherwise it is answered as empty). */
   serves(typeUrl: string): boolean;
   connectionId(node: ProxyNode): string;

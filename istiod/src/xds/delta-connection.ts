@@ -4,6 +4,7 @@ import {
   type DeltaDiscoveryRequest,
   type DeltaDiscoveryResponse,
   DeltaDiscoveryResponseSchema,
+  type Resource,
 } from '@ambient/common/gen/envoy/service/discovery/v3/discovery_pb';
 import { create } from '@bufbuild/protobuf';
 import { nackDebug, XdsConnection, type XdsTypeDebug } from './connection.ts';
@@ -16,6 +17,7 @@ import {
   isEmptyPlan,
   toDeltaResource,
   typeView,
+  type WildcardSnapshot,
 } from './generators.ts';
 import { typeLabel } from './metrics.ts';
 import type { PushBatch } from './push-queue.ts';
@@ -63,7 +65,9 @@ export class DeltaConnection extends XdsConnection<DeltaDiscoveryRequest, DeltaD
         initial > 0 ? 'reconnect' : 'subscribe',
       );
       // Always answered, even when empty: ztunnel is not ready until each type's first response.
-      this.#send(watch, generateFullDeltas(typeView(this.ctx.source, typeUrl), watch), undefined);
+      if (watch.fresh && this.ctx.serves(typeUrl))
+        this.#sendSnapshot(watch, this.ctx.wildcardSnapshot(typeUrl));
+      else this.#send(watch, generateFullDeltas(typeView(this.ctx.source, typeUrl), watch), undefined);
       return;
     }
 
@@ -130,19 +134,54 @@ export class DeltaConnection extends XdsConnection<DeltaDiscoveryRequest, DeltaD
     this.push(batch);
   }
 
+  /** The first response of a fresh wildcard watch: the shared snapshot, bookkept in O(1). */
+  #sendSnapshot(watch: DeltaWatch, snapshot: WildcardSnapshot): void {
+    const nonce = randomUUID();
+    const res = this.#response(watch.typeUrl, nonce, [], []);
+    // The shared array itself, so the encoder finds the encoding of the whole list it cached.
+    res.resources = snapshot.envelopes as Resource[];
+    watch.recordSentSnapshot(nonce, snapshot, Date.now());
+    this.#written(watch, res, { resources: snapshot.resources, removed: [] }, undefined);
+  }
+
+  #response(
+    typeUrl: string,
+    nonce: string,
+    resources: Resource[],
+    removed: readonly string[],
+  ): DeltaDiscoveryResponse {
+    return create(DeltaDiscoveryResponseSchema, {
+      systemVersionInfo: this.ctx.systemVersion(),
+      typeUrl,
+      nonce,
+      resources,
+      removedResources: [...removed],
+      ...(this.ctx.controlPlane && { controlPlane: this.ctx.controlPlane }),
+    });
+  }
+
   /** Sends one response; `firstChangeAt` marks a push, whose latency is observed once written. */
   #send(watch: DeltaWatch, plan: DeltaPlan, firstChangeAt: number | undefined): void {
     const typeUrl = watch.typeUrl;
     const nonce = randomUUID();
-    const res = create(DeltaDiscoveryResponseSchema, {
-      systemVersionInfo: this.ctx.systemVersion(),
+    const res = this.#response(
       typeUrl,
       nonce,
-      resources: plan.resources.map((r) => toDeltaResource(typeUrl, r, !watch.wildcard)),
-      removedResources: [...plan.removed],
-      ...(this.ctx.controlPlane && { controlPlane: this.ctx.controlPlane }),
-    });
+      plan.resources.map((r) => toDeltaResource(typeUrl, r, !watch.wildcard)),
+      plan.removed,
+    );
     watch.recordSent(nonce, plan.resources, plan.removed, Date.now());
+    this.#written(watch, res, plan, firstChangeAt);
+  }
+
+  #written(
+    watch: DeltaWatch,
+    res: DeltaDiscoveryResponse,
+    plan: DeltaPlan,
+    firstChangeAt: number | undefined,
+  ): void {
+    const typeUrl = watch.typeUrl;
+    const nonce = res.nonce;
     const type = typeLabel(typeUrl, this.ctx.serves(typeUrl));
     const m = this.ctx.metrics;
     m.pushes.inc({ type });

@@ -1,7 +1,9 @@
 import { type Resource, ResourceSchema } from '@ambient/common/gen/envoy/service/discovery/v3/discovery_pb';
 import { create } from '@bufbuild/protobuf';
 import { type Any, AnySchema } from '@bufbuild/protobuf/wkt';
+import type { VersionSnapshot } from './delta-watch.ts';
 import type { ResourceSource, XdsResource } from './resources.ts';
+import { shareListEncoding } from './response-encoding.ts';
 
 /** What one delta response for one type carries. */
 export interface DeltaPlan {
@@ -65,6 +67,31 @@ export function generateFullDeltas(view: TypeView, watch: DeltaWatchView): Delta
     if (!present.has(name) && (!watch.subscribes(name) || !view.get(name))) removed.add(name);
   }
   return { resources, removed: [...removed] };
+}
+
+/**
+ * The full push of a fresh wildcard watch (see `DeltaWatch.fresh`): every resource of the type.
+ * It is the same for every such watch until the type changes, so the server builds it once and
+ * shares it, with its versions map and its Resource envelopes (whose encoding is shared too).
+ */
+export interface WildcardSnapshot extends VersionSnapshot {
+  readonly typeUrl: string;
+  readonly resources: readonly XdsResource[];
+  readonly envelopes: readonly Resource[];
+}
+
+export function wildcardSnapshot(view: TypeView): WildcardSnapshot {
+  const resources: XdsResource[] = [];
+  const versions = new Map<string, string>();
+  for (const name of view.names()) {
+    const r = view.get(name);
+    if (!r) continue;
+    resources.push(r);
+    versions.set(name, r.version);
+  }
+  const envelopes = resources.map((r) => toDeltaResource(view.typeUrl, r, false));
+  shareListEncoding(envelopes);
+  return { typeUrl: view.typeUrl, resources, versions, envelopes };
 }
 
 /** The named resources for a connection: what was newly subscribed explicitly. */

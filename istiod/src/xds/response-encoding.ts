@@ -14,6 +14,9 @@ const RESOURCES_TAG = 0x12;
 // Keyed by the Resource envelope, which generators.ts shares between every connection and
 // response for as long as the resource is unchanged.
 const encoded = new WeakMap<Resource, Uint8Array>();
+// Keyed by a shared list of envelopes (a full push every fresh wildcard proxy gets): the
+// encoding of the whole `resources` field, tags and lengths included.
+const encodedLists = new WeakMap<readonly Resource[], Uint8Array | undefined>();
 
 function encodedResource(r: Resource): Uint8Array {
   let bytes = encoded.get(r);
@@ -35,19 +38,35 @@ export function encodeDeltaResponse(res: DeltaDiscoveryResponse): Buffer {
     create(DeltaDiscoveryResponseSchema, { systemVersionInfo: res.systemVersionInfo }),
   );
   const tail = toBinary(DeltaDiscoveryResponseSchema, { ...res, systemVersionInfo: '', resources: [] });
-  const parts = res.resources.map(encodedResource);
-  let size = head.length + tail.length;
+  const list = encodedList(res.resources);
+  const out = Buffer.allocUnsafe(head.length + list.length + tail.length);
+  out.set(head, 0);
+  out.set(list, head.length);
+  out.set(tail, head.length + list.length);
+  return out;
+}
+
+/** Marks a list of envelopes that many responses carry as is, so its encoding is kept. */
+export function shareListEncoding(resources: readonly Resource[]): void {
+  if (!encodedLists.has(resources)) encodedLists.set(resources, undefined);
+}
+
+/** The `resources` field's bytes, remembered for a list marked with {@link shareListEncoding}. */
+function encodedList(resources: readonly Resource[]): Uint8Array {
+  const cached = encodedLists.get(resources);
+  if (cached) return cached;
+  const parts = resources.map(encodedResource);
+  let size = 0;
   for (const p of parts) size += 1 + varintSize(p.length) + p.length;
   const out = Buffer.allocUnsafe(size);
-  out.set(head, 0);
-  let at = head.length;
+  let at = 0;
   for (const p of parts) {
     out[at++] = RESOURCES_TAG;
     at = writeVarint(out, at, p.length);
     out.set(p, at);
     at += p.length;
   }
-  out.set(tail, at);
+  if (encodedLists.has(resources)) encodedLists.set(resources, out);
   return out;
 }
 

@@ -17,6 +17,7 @@ import type { XdsAuthenticator } from './authorize.ts';
 import type { ConnectionContext, XdsConnection, XdsConnectionDebug } from './connection.ts';
 import { DeltaConnection } from './delta-connection.ts';
 import { XdsError } from './errors.ts';
+import { typeView, type WildcardSnapshot, wildcardSnapshot } from './generators.ts';
 import { XdsMetrics } from './metrics.ts';
 import type { ProxyNode } from './node.ts';
 import { type DebounceOptions, type PushBatch, PushQueue } from './push-queue.ts';
@@ -135,7 +136,12 @@ export class XdsServer implements Component {
   readonly #connections = new Set<XdsConnection>();
   readonly #servers: BoundServer[] = [];
   readonly #controlPlane: ControlPlane | undefined;
-  readonly #onUpdated = (u: ResourcesUpdated): void => this.#queue.enqueue(u);
+  readonly #onUpdated = (u: ResourcesUpdated): void => {
+    this.#snapshots.delete(u.typeUrl);
+    this.#queue.enqueue(u);
+  };
+  /** Per type: the full push every fresh wildcard watch gets, until the type next changes. */
+  readonly #snapshots = new Map<string, WildcardSnapshot>();
   #versionSeq = 0;
   #systemVersion: string;
   #connectionSeq = 0;
@@ -253,6 +259,14 @@ export class XdsServer implements Component {
         return server.#draining;
       },
       systemVersion: () => this.#systemVersion,
+      wildcardSnapshot: (typeUrl) => {
+        let snapshot = this.#snapshots.get(typeUrl);
+        if (snapshot === undefined) {
+          snapshot = wildcardSnapshot(typeView(this.#options.source, typeUrl));
+          this.#snapshots.set(typeUrl, snapshot);
+        }
+        return snapshot;
+      },
       serves: (typeUrl) => this.#options.source.typeUrls().includes(typeUrl),
       connectionId: (node: ProxyNode) => `${node.proxyId}-${++this.#connectionSeq}`,
       register: (conn) => {
