@@ -6,6 +6,7 @@
         "src/addon.cc",
         "src/bpf.cc",
         "src/errors.cc",
+        "src/malloc_tuning.cc",
         "src/netns.cc",
         "src/sockaddr.cc",
         "src/seqpacket.cc",

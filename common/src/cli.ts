@@ -2,6 +2,7 @@ import { ConfigError } from './env.ts';
 import { errorMessage, MeshError } from './errors.ts';
 import { type Lifecycle, stopOnSignals } from './lifecycle.ts';
 import { configureProcessLogging, type Logging, type LoggingOptions } from './log.ts';
+import { applyMallocTuning } from './malloc-tuning.ts';
 
 /** Process exit codes of the binaries (sysexits-like: 2 is a usage or configuration error). */
 export const EXIT_CODE = {
@@ -88,7 +89,8 @@ export interface ProgramSpec<Run extends string, Config, App extends RunningProg
  * Runs a binary and resolves with the exit code once it has stopped (or failed to start):
  * 1. parse the command line (2 on a usage error; `help` and `version` print and return 0);
  * 2. read the configuration (2, with every bad variable named, on error);
- * 3. configure process logging, with uncaught errors logged as fatal before exiting 1;
+ * 3. configure process logging, with uncaught errors logged as fatal before exiting 1, and
+ *    tune malloc for large buffers (`malloc-tuning.ts`);
  * 4. build and start the program (1 when it cannot start);
  * 5. on SIGTERM/SIGINT drain for up to the deadline, a second signal forcing it; resolve with 0
  *    once stopped (or once the program stopped by itself).
@@ -130,6 +132,7 @@ export async function runProgram<Run extends string, Config, App extends Running
   };
   process.on('uncaughtException', fatal('uncaught exception'));
   process.on('unhandledRejection', fatal('unhandled promise rejection'));
+  applyMallocTuning(log);
 
   let app: App;
   try {

@@ -9,6 +9,8 @@ import {
   type DeltaDiscoveryRequest,
   DeltaDiscoveryRequestSchema,
 } from '@ambient/common/gen/envoy/service/discovery/v3/discovery_pb';
+import { applyMallocTuning } from '@ambient/common/malloc-tuning';
+import { CONTROL_PLANE_DEFAULTS } from '@ambient/common/xds/client';
 import { create, toBinary } from '@bufbuild/protobuf';
 import { BinaryReader, WireType } from '@bufbuild/protobuf/wire';
 import { Client, type ClientDuplexStream, credentials, Metadata } from '@grpc/grpc-js';
@@ -42,6 +44,9 @@ export type ClientsReport =
   | { readonly type: 'watching'; readonly name: string }
   | { readonly type: 'seen'; readonly name: string; readonly at: readonly number[] }
   | { readonly type: 'failed'; readonly error: string };
+
+// As our ztunnel's main does (and upstream ztunnel gets the same from jemalloc).
+applyMallocTuning();
 
 const now = (): number => performance.timeOrigin + performance.now();
 
@@ -103,6 +108,9 @@ class BenchClient {
     this.#client = new Client(cmd.address, credentials.createSsl(Buffer.from(cmd.rootPem)), {
       'grpc.use_local_subchannel_pool': 1,
       'grpc.max_receive_message_length': -1,
+      // What ztunnel's control channel (and ours, CONTROL_PLANE_DEFAULTS) uses: grpc-js's 64 KiB
+      // default would make the bench measure round trips per 64 KiB instead of istiod.
+      'grpc-node.flow_control_window': CONTROL_PLANE_DEFAULTS.flowControlWindowBytes,
     });
     const md = new Metadata();
     md.set('authorization', `Bearer ${cmd.tokens[index % cmd.tokens.length]}`);

@@ -20,6 +20,7 @@ export interface NativeBinding {
   getMark(fd: number): number;
   socketCookie(fd: number): bigint;
   setSendBufferSize(fd: number, bytes: number): number;
+  tuneMalloc(mmapThreshold: number, trimThreshold: number, topPad: number): boolean;
 
   SeqpacketHandle: {
     listen(path: string, backlog: number): RawSeqpacketHandle;

@@ -22,6 +22,7 @@ export {
   TcAttachment,
 } from './bpf.ts';
 export { NativeError, type NativeErrorCode } from './errors.ts';
+export { type MallocTuning, tuneMalloc } from './malloc-tuning.ts';
 export { closeFd, currentNetnsInode, isNetns, netnsInode, openNetns, openNetnsOfPid } from './netns.ts';
 export {
   type SeqpacketOptions,

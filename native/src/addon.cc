@@ -3,6 +3,7 @@
 
 #include "addon_data.h"
 #include "bpf.h"
+#include "malloc_tuning.h"
 #include "netns.h"
 #include "seqpacket.h"
 #include "sockets.h"
@@ -17,6 +18,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitSockets(env, exports);
   InitSeqpacket(env, exports);
   InitBpf(env, exports);
+  InitMallocTuning(env, exports);
   return exports;
 }
 
