@@ -7,7 +7,7 @@
  * line. Needs root.
  */
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import type { Socket } from 'node:net';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { type HarnessProcess, type Pod, TCP_ECHO_SERVER } from '@ambient/test/harness';
@@ -32,8 +32,9 @@ interface Mesh {
   destroy(): Promise<void>;
 }
 const support = (file: string) => new URL(`../../test/netns/support/${file}`, import.meta.url).href;
-const { MeshFixture } = (await import(support('mesh-fixture.ts'))) as {
-  MeshFixture: { create(options: { nodes: number }): Promise<Mesh> };
+const { MeshFixture, ZTUNNEL_DIST_MAIN } = (await import(support('mesh-fixture.ts'))) as {
+  MeshFixture: { create(options: { nodes: number; ztunnelBuild?: 'source' | 'dist' }): Promise<Mesh> };
+  ZTUNNEL_DIST_MAIN: string;
 };
 const { connectFrom } = (await import(support('mesh-traffic.ts'))) as {
   connectFrom(from: Pod, address: string, port: number, options?: { timeoutMs?: number }): Promise<Socket>;
@@ -54,8 +55,8 @@ function cpuSeconds(pid: number): number {
   return (Number(f[11]) + Number(f[12])) / CLK_TCK;
 }
 
-function rssMb(pid: number): number {
-  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+function rssMb(pid: number, field: 'VmRSS' | 'RssAnon' = 'VmRSS'): number {
+  const m = new RegExp(`${field}:\\s+(\\d+) kB`).exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   return Number(m?.[1] ?? 0) / 1024;
 }
 
@@ -160,7 +161,11 @@ async function main(): Promise<void> {
   if (Number(hard) < IDLE_CONNECTIONS + 2000) {
     throw new Error(`open-files hard limit ${hard} is too low for ${IDLE_CONNECTIONS} connections`);
   }
-  const mesh = await MeshFixture.create({ nodes: 2 });
+  if (!existsSync(ZTUNNEL_DIST_MAIN)) {
+    throw new Error(`${ZTUNNEL_DIST_MAIN} is missing: run \`npm run build\` (npm run bench:ztunnel does)`);
+  }
+  // The compiled ztunnel, as its package ships it: what a deployment runs.
+  const mesh = await MeshFixture.create({ nodes: 2, ztunnelBuild: 'dist' });
   const echoes: HarnessProcess[] = [];
   try {
     const add = (node: string, name: string, enrolled: boolean): Promise<MeshPod> =>
@@ -175,7 +180,10 @@ async function main(): Promise<void> {
       echoes.push(e);
     }
     const zt = [mesh.ztunnel('node1').pid ?? 0, mesh.ztunnel('node2').pid ?? 0];
-    const idleRss = zt.map(rssMb);
+    const idleRss = zt.map((pid) => rssMb(pid));
+    // RSS includes the pages of the node binary itself (file-backed, shared by every Node process
+    // on the machine: ~41 MB for an empty `node -e ''`); RssAnon is what this ztunnel owns.
+    const idleAnon = zt.map((pid) => rssMb(pid, 'RssAnon'));
 
     const meshGbps = await iperfGbps(a.pod, b.pod);
     const directGbps = await iperfGbps(da.pod, db.pod);
@@ -193,7 +201,7 @@ async function main(): Promise<void> {
 
     const { sockets, perSecond } = await openMany(a.pod, b.pod, IDLE_CONNECTIONS);
     await sleep(1000);
-    const rss10k = zt.map(rssMb);
+    const rss10k = zt.map((pid) => rssMb(pid));
     for (const s of sockets) s.destroy();
 
     const row = (name: string, value: string, target: string) =>
@@ -212,6 +220,7 @@ async function main(): Promise<void> {
       '<= 0.12 each',
     );
     row('idle RSS (MB, node1, node2)', `${fmt(idleRss[0] ?? 0, 0)}, ${fmt(idleRss[1] ?? 0, 0)}`, '<= 70');
+    row('  of which private, RssAnon (MB)', `${fmt(idleAnon[0] ?? 0, 0)}, ${fmt(idleAnon[1] ?? 0, 0)}`, '');
     row(
       `RSS with ${IDLE_CONNECTIONS} idle conns (MB)`,
       `${fmt(rss10k[0] ?? 0, 0)}, ${fmt(rss10k[1] ?? 0, 0)}`,

@@ -17,6 +17,8 @@ import { installPodRules } from './mesh-pod-rules.ts';
 
 const ISTIOD_MAIN = fileURLToPath(new URL('../../../istiod/src/main.ts', import.meta.url));
 const ZTUNNEL_MAIN = fileURLToPath(new URL('../../../ztunnel/src/main.ts', import.meta.url));
+/** The compiled ztunnel, as the package's `bin` ships it (`npm run build`). */
+export const ZTUNNEL_DIST_MAIN = fileURLToPath(new URL('../../../ztunnel/dist/main.js', import.meta.url));
 /** The name on istiod's serving certificate ztunnel verifies (the address is a bare IP). */
 const ISTIOD_SAN = 'istiod.istio-system.svc';
 export const TRUST_DOMAIN = 'cluster.local';
@@ -104,17 +106,31 @@ export class MeshFixture {
   /** The stand-in agents log warnings only, to stderr: stdout is the tests' and the bench's. */
   readonly #agentLogging = new Logging({ levels: 'warn', destination: process.stderr });
 
-  private constructor(harness: Harness) {
+  readonly #ztunnelBuild: 'source' | 'dist';
+
+  private constructor(harness: Harness, ztunnelBuild: 'source' | 'dist') {
     this.harness = harness;
+    this.#ztunnelBuild = ztunnelBuild;
     this.dir = join(harness.tempDir, 'mesh');
     this.manifestsDir = join(this.dir, 'manifests');
     this.rootCertPath = join(this.dir, 'root-cert.pem');
   }
 
   /** Builds the harness, starts istiod, then every node's agent and ztunnel, and waits until ready. */
-  static async create(options: { nodes?: number; ztunnelEnv?: Readonly<Record<string, string>> } = {}) {
+  static async create(
+    options: {
+      nodes?: number;
+      ztunnelEnv?: Readonly<Record<string, string>>;
+      /**
+       * `source` (default): ztunnel from its TypeScript sources, as the tests run everything.
+       * `dist`: the compiled package as shipped, without the runtime type stripping (whose
+       * compiler alone is ~17 MB of RSS); what the bench measures.
+       */
+      ztunnelBuild?: 'source' | 'dist';
+    } = {},
+  ) {
     const harness = await Harness.create({ nodes: options.nodes ?? 2 });
-    const mesh = new MeshFixture(harness);
+    const mesh = new MeshFixture(harness, options.ztunnelBuild ?? 'source');
     try {
       mkdirSync(mesh.manifestsDir, { recursive: true });
       mesh.writeManifest('ns-istio-system.yaml', namespaceYaml('istio-system', false));
@@ -216,7 +232,9 @@ export class MeshFixture {
   async startZtunnel(node: string, extraEnv: Readonly<Record<string, string>> = {}): Promise<HarnessProcess> {
     const n = this.node(node);
     const istiod = `https://${this.istiodIp}:15012`;
-    const proc = n.spawnNode(ZTUNNEL_MAIN, ['proxy'], {
+    const dist = this.#ztunnelBuild === 'dist';
+    const proc = n.spawnNode(dist ? ZTUNNEL_DIST_MAIN : ZTUNNEL_MAIN, ['proxy'], {
+      ...(dist ? { nodeArgs: [] } : {}),
       env: {
         XDS_ADDRESS: istiod,
         CA_ADDRESS: istiod,
