@@ -486,4 +486,36 @@ describe('HBONE request handling', () => {
       injecting.close();
     }
   });
+
+  it('closes the tunnels of a client that went away on a half-open capable listener', async () => {
+    // ztunnel's in-pod listeners allow half-open sockets, so a peer's EOF is only an 'end'.
+    const tunnels: Promise<void>[] = [];
+    const server = new HboneServer({
+      credentials: pki.server,
+      handler: (r) => {
+        const t = r.accept();
+        t.on('error', () => {});
+        t.resume();
+        tunnels.push(new Promise((resolve) => t.once('close', () => resolve())));
+      },
+    });
+    const halfOpen = net.createServer({ allowHalfOpen: true });
+    await new Promise<void>((r) => halfOpen.listen(0, '127.0.0.1', r));
+    server.attach(halfOpen);
+    try {
+      const conn = await srv.connect({ port: (halfOpen.address() as net.AddressInfo).port });
+      const tunnel = await openTunnel(conn.session, { target: '10.0.0.1:1' });
+      tunnel.on('error', () => {});
+      assert.equal(tunnels.length, 1);
+      // The client's socket sends FIN (its session ends the TLS connection) without any RST_STREAM.
+      conn.socket.end();
+      await Promise.race([
+        tunnels[0],
+        sleep(2000).then(() => assert.fail('the server kept the tunnel of a client that is gone')),
+      ]);
+    } finally {
+      server.destroy();
+      halfOpen.close();
+    }
+  });
 });

@@ -340,6 +340,10 @@ export class HboneServer extends EventEmitter<HboneServerEvents> {
     session.once('close', () => this.#sessions.delete(session));
     // Errors end the session (and its streams report them); nothing else to do here.
     session.on('error', () => {});
+    // An HTTP/2 peer never half-closes: EOF means the connection is gone. Over a half-open
+    // capable socket (ztunnel's in-pod listeners) the TLS socket only emits 'end', and a session
+    // on it directly (the kernel write budget) would keep its streams, and their tunnels, open.
+    info.socket.once('end', () => session.destroy());
     session.on('stream', (stream, headers) => this.#onStream(conn, stream, headers));
     const raiseWindow = (): void => session.setLocalWindowSize(this.settings.connectionWindowSize);
     if (session.connecting) session.once('connect', raiseWindow);
