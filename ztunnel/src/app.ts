@@ -49,8 +49,8 @@ export interface ZtunnelDeps {
    * from `@ambient/common/testing`, for local-config runs without istiod).
    */
   readonly certificateFetcher?: CertificateFetcher;
-  /** Workload manager timing (how long an Add waits for xDS, the retry period); upstream's by default. */
-  readonly inpod?: { readonly workloadWaitTimeoutMs?: number; readonly retryIntervalMs?: number };
+  /** Workload manager timing (the retry period of a pod whose proxy failed to start); upstream's by default. */
+  readonly inpod?: { readonly retryIntervalMs?: number };
 }
 
 /** The ports ztunnel's own servers listen on, as bound (the real port where 0 was configured). */

@@ -20,8 +20,6 @@ export class ZtunnelError extends MeshError<ZtunnelErrorCode> {}
  * receives as the NACK text, so it names the pod and what to check.
  */
 export type InpodErrorCode =
-  /** No Workload for the pod (namespace, service account, name) on this node has arrived from xDS yet. */
-  | 'LOCAL_WORKLOAD_UNKNOWN'
   /** Creating or starting the pod's listeners failed (`cause` holds the proxy's error). */
   | 'PROXY_START_FAILED'
   /** The netns fd received over ZDS cannot be inspected (closed, or not a namespace). */

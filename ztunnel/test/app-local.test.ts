@@ -156,7 +156,7 @@ describe('ztunnel in local-config mode with a node agent', { skip: !isRoot && 'n
     ztunnel = Ztunnel.create(config, {
       logging: logs.logging,
       certificateFetcher: fetcher,
-      inpod: { workloadWaitTimeoutMs: 300, retryIntervalMs: 400 },
+      inpod: { retryIntervalMs: 400 },
     });
     await ztunnel.start();
     agent = newAgent();
@@ -248,33 +248,25 @@ describe('ztunnel in local-config mode with a node agent', { skip: !isRoot && 'n
     assert.match(String(leaf.serialNumber), /^\d+$/, 'decimal serial, as istioctl parses it');
   });
 
-  it('NACKs an Add whose workload xDS has not sent, stays connected, and starts it once it arrives', async () => {
-    const err = await add(LATE, late).then(
-      () => assert.fail('the add must be refused'),
-      (e: unknown) => e,
-    );
-    assert.ok(err instanceof ZdsError && err.code === 'ZDS_NACK', String(err));
-    assert.match(err.message, /pod demo\/late-1 .*has no workload on node node-a/);
-    assert.equal(agent.connectionCount, 1, 'ztunnel stays connected after a NACK');
-    const ready = await http(ports().readiness, '/healthz/ready');
-    assert.equal(ready.status, 503);
-    assert.match(ready.text, /proxy pending for pod demo\/late-1/);
-    assert.equal(metric(await metrics(), 'workload_manager_pending_proxy_count'), 1);
-    assert.equal((await dump()).workloadState[LATE.uid]?.state, 'Pending');
-    assert.equal(await late.listening(15008), false);
+  it('starts the proxy of a pod whose workload xDS has not sent yet, and serves it once it arrives', async () => {
+    // The CNI plugin enrolls a pod during sandbox setup, before the API server knows its IP.
+    await add(LATE, late);
+    assert.equal(agent.connectionCount, 1);
+    assert.equal((await dump()).workloadState[LATE.uid]?.state, 'Up');
+    assert.equal(await late.listening(15008), true);
+    assert.equal((await http(ports().readiness, '/healthz/ready')).status, 200);
+    assert.equal(metric(await metrics(), 'workload_manager_pending_proxy_count'), 0);
+    assert.equal((await dump()).workloadState[LATE.uid]?.info.trustDomain, '', 'not known before xDS has it');
 
     writeFileSync(
       localPath,
       localConfig([workloadYaml('web-1', 'web', '10.77.0.10'), workloadYaml('late-1', 'late', '10.77.0.11')]),
     );
     await ztunnel.stateManager.local?.reload();
-    await eventually('late pod proxy up', () => late.listening(15008));
     await eventually(
-      'ready again',
-      async () => (await http(ports().readiness, '/healthz/ready')).status === 200,
+      'the workload arrived',
+      async () => (await dump()).workloadState[LATE.uid]?.info.trustDomain === 'cluster.local',
     );
-    assert.equal((await dump()).workloadState[LATE.uid]?.state, 'Up');
-    assert.equal(metric(await metrics(), 'workload_manager_pending_proxy_count'), 0);
   });
 
   it('replaces the proxy when a pod comes back with a new netns (same uid)', async () => {
@@ -301,10 +293,9 @@ describe('ztunnel in local-config mode with a node agent', { skip: !isRoot && 'n
   it('drops the proxies of pods missing from the snapshot after the node agent restarts', async () => {
     const extra = new PodNetns('10.77.0.12');
     pods.push(extra);
-    await add(EXTRA, extra).catch(() => {
-      // No workload for it in the local config: pending, which the snapshot must drop too.
-    });
-    assert.equal((await dump()).workloadState[EXTRA.uid]?.state, 'Pending');
+    // No workload for it in the local config: its proxy runs anyway, and the snapshot drops it.
+    await add(EXTRA, extra);
+    assert.equal((await dump()).workloadState[EXTRA.uid]?.state, 'Up');
     await agent.stop();
     snapshot = [{ uid: WEB.uid, info: WEB.info, netns: web.path }];
     agent = newAgent();

@@ -31,6 +31,7 @@ function pod(name: string) {
 const BUSY = pod('busy-1');
 const KEPT = pod('kept-1');
 const GONE = pod('gone-1');
+const EARLY = pod('early-1');
 
 function workload(name: string, ip: string): string {
   return `  - uid: Kubernetes//Pod/demo/${name}
@@ -88,7 +89,7 @@ describe('in-pod workload manager', { skip: !isRoot && 'needs root' }, () => {
         READINESS_PORT: '0',
         CONNECTION_TERMINATION_DEADLINE: '500ms',
       }),
-      { logging: logs.logging, inpod: { workloadWaitTimeoutMs: 200, retryIntervalMs: RETRY_MS } },
+      { logging: logs.logging, inpod: { retryIntervalMs: RETRY_MS } },
     );
     await ztunnel.start();
     agent = newAgent();
@@ -163,21 +164,34 @@ describe('in-pod workload manager', { skip: !isRoot && 'needs root' }, () => {
   it('never starts a pod deleted while its start is pending', async () => {
     const ns = new PodNetns('10.80.0.12');
     netns.push(ns);
+    const blocker = createServer();
+    const fd = ns.fd();
+    try {
+      await listenInNetns(blocker, { netnsFd: fd, address: '0.0.0.0', port: 15008, reusePort: false });
+    } finally {
+      closeFd(fd);
+    }
     await add(GONE, ns).catch(() => {
-      // No workload yet: pending.
+      // 15008 is taken: pending.
     });
     assert.equal((await state())[GONE.uid]?.state, 'Pending');
     await agent.podDeleted(GONE.uid);
     assert.equal((await state())[GONE.uid], undefined);
-    // Now the workload arrives; the deleted pod must stay down.
-    writeFileSync(
-      localPath,
-      `workloads:\n${workload('busy-1', '10.80.0.10')}${workload('kept-1', '10.80.0.11')}${workload('gone-1', '10.80.0.12')}`,
-    );
-    await ztunnel.stateManager.local?.reload();
+    // Now the port is free; the deleted pod must stay down.
+    await new Promise<void>((resolve) => blocker.close(() => resolve()));
     await new Promise((r) => setTimeout(r, RETRY_MS * 2));
     assert.equal(await ns.listening(15008), false);
     assert.equal((await state())[GONE.uid], undefined);
+    assert.equal((await http(ztunnel.ports().readiness, '/healthz/ready')).status, 200);
+  });
+
+  it('starts a pod before xDS has sent its workload (the CNI enrolls before the pod has an IP)', async () => {
+    const ns = new PodNetns('10.80.0.13');
+    netns.push(ns);
+    await add(EARLY, ns);
+    assert.equal((await state())[EARLY.uid]?.state, 'Up');
+    assert.equal(await ns.listening(15008), true);
+    assert.equal(await ns.listening(15001), true);
     assert.equal((await http(ztunnel.ports().readiness, '/healthz/ready')).status, 200);
   });
 });

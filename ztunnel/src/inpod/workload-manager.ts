@@ -1,7 +1,7 @@
 import { errorMessage } from '@ambient/common/errors';
 import type { Component, Readiness, StopContext } from '@ambient/common/lifecycle';
 import { type Logger, logger } from '@ambient/common/log';
-import type { ProxyState, Workload } from '@ambient/common/model';
+import type { ProxyState } from '@ambient/common/model';
 import type { ZdsClientHandler, ZdsSnapshot, ZdsWorkloadInfo } from '@ambient/common/zds';
 import { closeFd, netnsInode } from '@ambient/native';
 import type { Registry } from 'prom-client';
@@ -36,8 +36,6 @@ export interface PodProxyRequest {
   /** Kubernetes pod uid, from ZDS. */
   readonly uid: string;
   readonly info: ZdsWorkloadInfo;
-  /** The pod's Workload from xDS (this node, same namespace, service account and name). */
-  readonly workload: Workload;
   /** The pod's network namespace; owned by the manager, open until the proxy has stopped. */
   readonly netnsFd: number;
 }
@@ -52,11 +50,6 @@ export interface WorkloadManagerOptions {
   readonly readiness?: Readiness;
   readonly registry?: Registry;
   readonly log?: Logger;
-  /**
-   * How long an Add waits for the pod's Workload to arrive from xDS before it is NACKed and
-   * retried. Below the node agent's 5 s ack deadline. Default 2000.
-   */
-  readonly workloadWaitTimeoutMs?: number;
   /** Retry period of a pod whose proxy failed to start (upstream 5 s, spec §5.3). Default 5000. */
   readonly retryIntervalMs?: number;
 }
@@ -87,7 +80,6 @@ interface PodEntry {
   /** Aborted when the entry is discarded (deleted, replaced, manager stopping). */
   readonly discarded: AbortController;
   proxy: ManagedProxy | undefined;
-  workload: Workload | undefined;
   lastError: string | undefined;
   readinessDone: (() => void) | undefined;
 }
@@ -122,10 +114,10 @@ function podName(info: ZdsWorkloadInfo): string {
  * The in-pod workload manager (`ztunnel:src/inpod/statemanager.rs`): the one owner of the
  * uid → pod proxy map, driven by the ZDS client.
  *
- * - **Add**: find the pod's Workload (waiting briefly, as ZDS may be ahead of xDS), build its
- *   proxy with the received netns and start it, then ACK. On failure the pod becomes pending: the
- *   Add is NACKed, the connection stays up, and the start is retried every `retryIntervalMs` (at
- *   once when a missing Workload arrives). An Add for a running pod with the same netns is a no-op;
+ * - **Add**: build the pod's proxy with the received netns and start it, then ACK, whether or not
+ *   xDS has sent the pod's Workload yet (see `#startProxy`). On failure the pod becomes pending:
+ *   the Add is NACKed, the connection stays up, and the start is retried every
+ *   `retryIntervalMs`. An Add for a running pod with the same netns is a no-op;
  *   with a different netns (a recreated sandbox) the old proxy is torn down and replaced.
  * - **Del**: tear the proxy down at once (immediate drain, reliability checklist 32).
  * - **SnapshotSent**: tear down every proxy the snapshot neither added nor kept (pods deleted while
@@ -141,7 +133,6 @@ export class WorkloadManager implements ZdsClientHandler, Component {
   readonly #readiness: Readiness | undefined;
   readonly #metrics: WorkloadManagerMetrics;
   readonly #log: Logger;
-  readonly #waitMs: number;
   readonly #retryMs: number;
   /** Pods whose proxy runs. */
   readonly #up = new Map<string, PodEntry>();
@@ -157,7 +148,6 @@ export class WorkloadManager implements ZdsClientHandler, Component {
     this.#readiness = options.readiness;
     this.#metrics = new WorkloadManagerMetrics(options.registry);
     this.#log = options.log ?? logger('inpod');
-    this.#waitMs = options.workloadWaitTimeoutMs ?? 2000;
     this.#retryMs = options.retryIntervalMs ?? 5000;
   }
 
@@ -218,12 +208,11 @@ export class WorkloadManager implements ZdsClientHandler, Component {
       netnsInode: inode,
       discarded: new AbortController(),
       proxy: undefined,
-      workload: undefined,
       lastError: undefined,
       readinessDone: undefined,
     };
     try {
-      await this.#startProxy(entry, this.#waitMs);
+      await this.#startProxy(entry);
     } catch (err) {
       if (entry.discarded.signal.aborted) throw err;
       this.#markPending(entry, err);
@@ -280,7 +269,7 @@ export class WorkloadManager implements ZdsClientHandler, Component {
         info: {
           name: e.info.name,
           namespace: e.info.namespace,
-          trustDomain: e.workload?.trustDomain ?? '',
+          trustDomain: this.#state.findWorkloadByInfo(e.info)?.trustDomain ?? '',
           serviceAccount: e.info.serviceAccount,
         },
         ...(e.lastError === undefined || up ? {} : { error: e.lastError }),
@@ -302,28 +291,20 @@ export class WorkloadManager implements ZdsClientHandler, Component {
   }
 
   /**
-   * Finds the Workload, builds the proxy and starts it. On success the entry is up; throws
-   * InpodError otherwise. An entry discarded meanwhile is left alone (its proxy stopped).
+   * Builds the proxy and starts it. On success the entry is up; throws InpodError otherwise. An
+   * entry discarded meanwhile is left alone (its proxy stopped).
+   *
+   * The pod's Workload is not needed yet, and must not be waited for: in Kubernetes the CNI
+   * plugin enrolls a pod during its sandbox setup, before the pod has an IP in the API server, so
+   * istiod cannot have sent its Workload. The proxy takes its identity from ZDS and looks the
+   * Workload up per connection (`LocalWorkload`), as upstream ztunnel does.
    */
-  async #startProxy(entry: PodEntry, waitMs: number): Promise<void> {
+  async #startProxy(entry: PodEntry): Promise<void> {
     const { info, uid } = entry;
     const signal = entry.discarded.signal;
-    const workload =
-      this.#state.findWorkloadByInfo(info) ??
-      (waitMs > 0 ? await this.#state.waitForWorkload(info, { timeoutMs: waitMs, signal }) : undefined);
-    if (signal.aborted) return;
-    if (workload === undefined) {
-      const node = this.#state.localNode;
-      throw new InpodError(
-        'LOCAL_WORKLOAD_UNKNOWN',
-        `pod ${podName(info)} (service account ${info.serviceAccount}, uid ${uid}) has no workload${node ? ` on node ${node}` : ''} in xds yet; will retry`,
-        { retryable: true },
-      );
-    }
-    entry.workload = workload;
     let proxy: ManagedProxy | undefined;
     try {
-      proxy = await this.#createProxy({ uid, info, workload, netnsFd: entry.netnsFd });
+      proxy = await this.#createProxy({ uid, info, netnsFd: entry.netnsFd });
       await proxy.start();
     } catch (err) {
       if (proxy) await proxy.stop(immediateStop()).catch(() => {});
@@ -346,9 +327,10 @@ export class WorkloadManager implements ZdsClientHandler, Component {
     this.#up.set(uid, entry);
     this.#metrics.proxiesStarted.inc();
     this.#updateGauges();
+    const workload = this.#state.findWorkloadByInfo(info);
     this.#log.info(
-      { uid, pod: podName(info), workload: workload.uid, ips: workload.workloadIps },
-      'proxy started for pod',
+      { uid, pod: podName(info), workload: workload?.uid, ips: workload?.workloadIps },
+      workload ? 'proxy started for pod' : 'proxy started for pod; its workload is not in xds yet',
     );
   }
 
@@ -368,15 +350,10 @@ export class WorkloadManager implements ZdsClientHandler, Component {
   async #retry(entry: PodEntry): Promise<void> {
     const signal = entry.discarded.signal;
     while (!signal.aborted && this.#pending.get(entry.uid) === entry) {
-      // A missing Workload wakes the retry as soon as it arrives; other failures wait the period.
-      if (entry.workload === undefined) {
-        await this.#state.waitForWorkload(entry.info, { timeoutMs: this.#retryMs, signal });
-      } else {
-        await sleep(this.#retryMs, signal);
-      }
+      await sleep(this.#retryMs, signal);
       if (signal.aborted) return;
       try {
-        await this.#startProxy(entry, 0);
+        await this.#startProxy(entry);
         return;
       } catch (err) {
         entry.lastError = errorMessage(err);
