@@ -28,6 +28,7 @@ export interface NativeBinding {
   };
 
   BpfObject: new (path: string) => RawBpfObject;
+  pinnedMapSetSocket(path: string, key: number, socketFd: number): void;
 }
 
 export interface RawListenerOptions {

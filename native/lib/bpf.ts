@@ -264,6 +264,19 @@ export function openCgroup(path: string): number {
   }
 }
 
+/**
+ * Puts a socket (an fd of this process) at u32 `key` of a SOCKMAP another process pinned at
+ * `path`. The map takes its own reference; the caller keeps owning `socketFd`, and a socket that
+ * closes leaves the map by itself.
+ * @throws NativeError `ENOENT` when nothing is pinned there, `EINVAL` when it is not such a map.
+ */
+export function setPinnedSockmapSocket(path: string, key: number, socketFd: number): void {
+  if (!Number.isInteger(key) || key < 0 || key > 0xffffffff) {
+    throw new RangeError(`map key ${key} is not a u32`);
+  }
+  callNative((n) => n.pinnedMapSetSocket(path, key, socketFd));
+}
+
 function toBuffer(data: Uint8Array): Buffer {
   return Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
 }

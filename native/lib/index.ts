@@ -19,6 +19,7 @@ export {
   BpfProgram,
   type BpfUpdateMode,
   openCgroup,
+  setPinnedSockmapSocket,
   TcAttachment,
 } from './bpf.ts';
 export { NativeError, type NativeErrorCode } from './errors.ts';

@@ -417,6 +417,30 @@ class BpfObject : public Napi::ObjectWrap<BpfObject> {
   bpf_object* obj_ = nullptr;
 };
 
+// pinnedMapSetSocket(path, key, socketFd): puts a socket at u32 `key` of a SOCKMAP pinned at
+// `path` (bpf_obj_get). The map takes its own reference; the caller keeps owning socketFd. This is
+// how a process that did not load the map (ztunnel) fills a map the CNI agent pinned.
+Napi::Value PinnedMapSetSocket(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string path = info[0].As<Napi::String>().Utf8Value();
+  uint32_t key = info[1].As<Napi::Number>().Uint32Value();
+  int sock = info[2].As<Napi::Number>().Int32Value();
+  int map_fd = bpf_obj_get(path.c_str());
+  if (map_fd < 0) throw LibbpfError(env, -errno, "bpf_obj_get", path, nullptr);
+  UniqueFd map(map_fd);
+  bpf_map_info map_info{};
+  uint32_t len = sizeof(map_info);
+  int rc = bpf_obj_get_info_by_fd(map.get(), &map_info, &len);
+  if (rc != 0) throw LibbpfError(env, rc, "bpf_obj_get_info_by_fd", path, nullptr);
+  if (map_info.type != BPF_MAP_TYPE_SOCKMAP || map_info.key_size != 4) {
+    throw LibbpfError(env, -EINVAL, "pinnedMapSetSocket", path + " is not a SOCKMAP with u32 keys", nullptr);
+  }
+  uint64_t value = static_cast<uint64_t>(sock);
+  rc = bpf_map_update_elem(map.get(), &key, &value, BPF_ANY);
+  if (rc != 0) throw LibbpfError(env, rc, "bpf_map_update_elem", path, nullptr);
+  return env.Undefined();
+}
+
 }  // namespace
 
 void InitBpf(Napi::Env env, Napi::Object exports) {
@@ -429,6 +453,7 @@ void InitBpf(Napi::Env env, Napi::Object exports) {
   exports.Set("BpfObject", BpfObject::Define(env));
   exports.Set("BpfLink", link);
   exports.Set("TcAttachment", tc);
+  exports.Set("pinnedMapSetSocket", Napi::Function::New<PinnedMapSetSocket>(env, "pinnedMapSetSocket"));
 }
 
 }  // namespace ambient

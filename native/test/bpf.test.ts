@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, mkdirSync, readdirSync, rmdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, rmdirSync, rmSync, writeFileSync } from 'node:fs';
 import { type AddressInfo, createServer, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -13,6 +13,7 @@ import {
   NativeError,
   openCgroup,
   openNetns,
+  setPinnedSockmapSocket,
 } from '../lib/index.ts';
 import {
   bpffsRoot,
@@ -210,6 +211,47 @@ describe('libbpf', {
         (err: unknown) => err instanceof NativeError && err.code === 'ECONNREFUSED',
         'detached: nothing listens on 9999',
       );
+    });
+
+    test('another process fills a pinned SOCKMAP by path (setPinnedSockmapSocket)', async (t) => {
+      const { fd } = createListenerFd({ netnsFd: aFd, address: '0.0.0.0', port: 15006 });
+      const server = createServer((s) => s.end(`${s.localAddress}:${s.localPort}\n`));
+      t.after(() => closeServer(server));
+      server.listen({ fd });
+      await once(server, 'listening');
+
+      const obj = BpfObject.load(join(objects, 'sk_lookup.bpf.o'));
+      t.after(() => obj.close());
+      obj.map('steer_port').update(u32(0), u32(9998));
+      const mapPath = join(pinDir, 'steer_socket');
+      const portPath = join(pinDir, 'steer_port');
+      obj.map('steer_socket').pin(mapPath);
+      obj.map('steer_port').pin(portPath);
+      // Unpinning is unlinking the bpffs file; it works after the object closed too.
+      t.after(() => {
+        rmSync(mapPath, { force: true });
+        rmSync(portPath, { force: true });
+      });
+      // What ztunnel does with the map the CNI agent pinned: nothing but the path is shared.
+      setPinnedSockmapSocket(mapPath, 0, fd);
+      assert.throws(
+        () => setPinnedSockmapSocket(portPath, 0, fd),
+        (err: unknown) => err instanceof NativeError && err.code === 'EINVAL',
+        'an ARRAY map is refused',
+      );
+      assert.throws(
+        () => setPinnedSockmapSocket(join(pinDir, 'missing'), 0, fd),
+        (err: unknown) => err instanceof NativeError && err.code === 'ENOENT',
+      );
+      const link = obj.program('steer').attachNetns(aFd);
+      t.after(() => link.close());
+      const client = await connectInNetns({
+        netnsFd: bFd,
+        address: '10.77.4.1',
+        port: 9998,
+        timeoutMs: 5000,
+      });
+      assert.equal((await drain(client)).trim(), '10.77.4.1:9998');
     });
 
     test('a tc ingress program on an interface inside a namespace counts packets until closed', async (t) => {

@@ -14,6 +14,7 @@ import { type Config, redactedConfig } from './config.ts';
 import { controlPlaneOptions } from './control-plane.ts';
 import { ZtunnelError } from './errors.ts';
 import { CertPrefetcher } from './identity/cert-prefetcher.ts';
+import { registerEbpfInbound } from './inpod/ebpf-inbound.ts';
 import type { CreateManagedProxy } from './inpod/workload-manager.ts';
 import { WorkloadManager } from './inpod/workload-manager.ts';
 import {
@@ -217,6 +218,7 @@ export class Ztunnel {
           ? 'required'
           : 'off';
     const connectionManager = this.connectionManager;
+    const inpodLog = logging.logger('inpod');
     const createProxy: CreateManagedProxy = ({ uid, info, netnsFd }) => {
       const proxy = this.proxyFactory.create(
         { uid, info },
@@ -225,6 +227,7 @@ export class Ztunnel {
       return {
         start: async () => {
           await proxy.start();
+          registerEbpfInbound(config.inpod.ebpfPinRoot, uid, proxy.inboundPlaintextListener, inpodLog);
         },
         stop: (ctx) => proxy.stop(ctx),
         connections: () => ({
@@ -241,7 +244,7 @@ export class Ztunnel {
       createProxy,
       readiness: this.readiness,
       registry: this.registry,
-      log: logging.logger('inpod'),
+      log: inpodLog,
       ...deps.inpod,
     });
     const manager = this.workloadManager;

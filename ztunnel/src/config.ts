@@ -36,6 +36,8 @@ export const DEFAULT_ROOT_CERT_PATH = '/var/run/secrets/istio/root-cert.pem';
 export const DEFAULT_TOKEN_PATH = '/var/run/secrets/tokens/istio-token';
 /** The node agent's ZDS socket. */
 export const DEFAULT_INPOD_UDS = '/var/run/ztunnel/ztunnel.sock';
+/** Where the istio-cni agent pins each pod's eBPF objects (its `EBPF_PIN_ROOT` default). */
+export const DEFAULT_EBPF_PIN_ROOT = '/sys/fs/bpf/ambient';
 
 const HOUR_MS = 3_600_000;
 
@@ -116,6 +118,11 @@ export const ENV = {
     'PACKET_MARK',
     `${DEFAULT_INPOD_MARK} in shared mode`,
     'SO_MARK on every in-pod socket; the pod rules let marked packets through.',
+  ),
+  EBPF_PIN_ROOT: envVar(
+    'EBPF_PIN_ROOT',
+    DEFAULT_EBPF_PIN_ROOT,
+    "Ours: the istio-cni agent's bpffs directory in eBPF redirection mode. When a pod has an inbound listener map there (`<root>/<pod uid>/maps/inbound_listeners`), its 15006 listener is registered in it.",
   ),
   INPOD_PORT_REUSE: envVar(
     'INPOD_PORT_REUSE',
@@ -251,7 +258,7 @@ export interface Config {
   readonly proxyMetadata: Readonly<Record<string, string>>;
   /** Node metadata from `ISTIO_METAJSON_*`, prefix stripped, parsed as JSON. */
   readonly proxyMetadataJson: Readonly<Record<string, JsonValue>>;
-  readonly inpod: { readonly udsPath: string; readonly portReuse: boolean };
+  readonly inpod: { readonly udsPath: string; readonly portReuse: boolean; readonly ebpfPinRoot: string };
   /** SO_MARK of in-pod sockets; undefined in dedicated mode unless set. */
   readonly packetMark: number | undefined;
   /** undefined: detect (best effort). */
@@ -397,6 +404,7 @@ export function loadConfig(env: Env = process.env): Config {
     inpod: {
       udsPath: r.string(ENV.INPOD_UDS.name, DEFAULT_INPOD_UDS),
       portReuse: r.bool(ENV.INPOD_PORT_REUSE.name, true),
+      ebpfPinRoot: r.string(ENV.EBPF_PIN_ROOT.name, DEFAULT_EBPF_PIN_ROOT),
     },
     packetMark,
     enableOriginalSource: origSrc === undefined ? undefined : r.bool(ENV.ENABLE_ORIG_SRC.name, false),

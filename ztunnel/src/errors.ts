@@ -25,7 +25,9 @@ export type InpodErrorCode =
   /** The netns fd received over ZDS cannot be inspected (closed, or not a namespace). */
   | 'NETNS_INVALID'
   /** The manager is stopping and takes no new pods. */
-  | 'MANAGER_STOPPING';
+  | 'MANAGER_STOPPING'
+  /** eBPF redirection mode: the pod's 15006 listener could not be put in its inbound map. */
+  | 'EBPF_REGISTRATION_FAILED';
 
 export class InpodError extends MeshError<InpodErrorCode> {}
 

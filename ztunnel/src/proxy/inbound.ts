@@ -237,7 +237,7 @@ export class Inbound {
       },
       (err: unknown) => {
         this.#ctx.log.warn(
-          { err, src: socket.remoteAddress, workload: this.#ctx.local.describe() },
+          { err, src: canonical(socket.remoteAddress), workload: this.#ctx.local.describe() },
           'inbound connection refused: no certificate to present',
         );
         socket.destroy();
@@ -289,7 +289,7 @@ export class Inbound {
     });
     server.on('connectionRejected', (err, peer) => {
       this.#ctx.log.warn(
-        { err, src: peer.remoteAddress, workload: this.#ctx.local.describe() },
+        { err, src: canonical(peer.remoteAddress), workload: this.#ctx.local.describe() },
         'hbone connection rejected',
       );
     });

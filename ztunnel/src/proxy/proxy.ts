@@ -12,7 +12,7 @@ import { LocalWorkload } from './local-workload.ts';
 import type { ProxyMetrics } from './metrics.ts';
 import { Outbound } from './outbound.ts';
 import type { ProxyConfig } from './proxy-config.ts';
-import type { SocketFactory } from './socket-factory.ts';
+import type { ProxyListener, SocketFactory } from './socket-factory.ts';
 
 /** The pod a proxy serves: its ZDS uid and `WorkloadInfo` (matched against WDS on this node). */
 export interface ProxyWorkload {
@@ -80,6 +80,11 @@ export class WorkloadProxy {
   /** The bound listener addresses, once started. */
   get addresses(): ProxyAddresses | undefined {
     return this.#addresses;
+  }
+
+  /** The inbound plaintext (15006) listener, once started. */
+  get inboundPlaintextListener(): ProxyListener | undefined {
+    return this.#inboundPlaintext.listener;
   }
 
   /** Connections in flight (all three listeners). */
