@@ -118,14 +118,11 @@ describe('DeltaWatch shared full-push snapshot', () => {
     assert.equal(w.versionOf('b'), 'v2');
     assert.equal(w.versionOf('c'), undefined);
     assert.equal(w.ack('n2'), true);
-    assert.deepEqual(
-      [...w.heldVersions()].sort(),
-      [
-        ['a', 'v1'],
-        ['b', 'v2'],
-        ['d', 'v1'],
-      ],
-    );
+    assert.deepEqual([...w.heldVersions()].sort(), [
+      ['a', 'v1'],
+      ['b', 'v2'],
+      ['d', 'v1'],
+    ]);
     assert.deepEqual([...w.knownNames()].sort(), ['a', 'b', 'd']);
     assert.equal(w.versionOf('c'), undefined, 'a removed base name stays removed');
     assert.deepEqual([...shared.versions.keys()], ['a', 'b', 'c'], 'the shared snapshot is never written');

@@ -9,7 +9,7 @@ import { X509Certificate } from 'node:crypto';
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { ZdsError, ZdsServer } from '@ambient/common/zds';
+import { ZdsServer } from '@ambient/common/zds';
 import { Istiod } from '@ambient/istiod/src/app.ts';
 import { loadConfig as loadIstiodConfig } from '@ambient/istiod/src/config.ts';
 import { closeFd } from '@ambient/native';

@@ -14,7 +14,7 @@ import {
   workloadCertificateFromResponse,
 } from '@ambient/common/identity/ca-client';
 import { TestCa } from '@ambient/common/testing/pki';
-import { ZdsError, ZdsServer, type ZdsSnapshotEntry } from '@ambient/common/zds';
+import { ZdsServer, type ZdsSnapshotEntry } from '@ambient/common/zds';
 import { closeFd } from '@ambient/native';
 import { Ztunnel } from '../src/app.ts';
 import { loadConfig } from '../src/config.ts';
