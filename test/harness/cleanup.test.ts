@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
@@ -19,6 +19,7 @@ import {
 
 const skip = process.getuid?.() === 0 ? false : 'needs root: creates network namespaces and cgroups';
 const BUILT_RUN = fileURLToPath(new URL('./fixtures/built-run.ts', import.meta.url));
+const BPFFS = '/sys/fs/bpf';
 
 interface RunState {
   key: string;
@@ -51,6 +52,7 @@ function traces(key: string): string[] {
   }
   for (const e of readdirSync(unifiedCgroupRoot())) if (e.startsWith(key)) found.push(`cgroup ${e}`);
   for (const e of readdirSync(tmpdir())) if (e.startsWith(key)) found.push(`temp dir ${e}`);
+  if (existsSync(BPFFS)) for (const e of readdirSync(BPFFS)) if (e.startsWith(key)) found.push(`bpffs ${e}`);
   if (existsSync('/var/lib/cni/networks/ambh-pods')) found.push('host-local state in /var/lib/cni');
   return found;
 }
@@ -107,6 +109,8 @@ describe('harness cleanup', { skip, timeout: 90_000 }, () => {
         readFileSync(join(h.cgroupPath, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean).map(Number),
       );
       assert.equal(cgroupPids.length, 4, `server, shell, its sleep, node sleep: ${cgroupPids.join(',')}`);
+      // What an eBPF-mode CNI agent of this run would pin: a directory per pod under /sys/fs/bpf/<key>.
+      if (existsSync(BPFFS)) mkdirSync(join(BPFFS, key, 'pod-uid', 'links'), { recursive: true });
       assert.ok(traces(key).length > 0, 'the run is visible before destroy');
       const fabricLinks = execFileSync('ip', ['-n', mesh.fabricNetns, '-o', 'link', 'show'], {
         encoding: 'utf8',
@@ -116,6 +120,7 @@ describe('harness cleanup', { skip, timeout: 90_000 }, () => {
     } finally {
       const report = await mesh.destroy();
       assert.deepEqual(report.leftovers, []);
+      if (existsSync(BPFFS)) assert.deepEqual(report.bpfPins, [join(BPFFS, key)]);
     }
 
     assert.deepEqual(traces(key), []);

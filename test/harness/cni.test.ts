@@ -160,6 +160,21 @@ describe('harness CNI chain', { skip, timeout: 60_000 }, () => {
     assert.ok(!existsSync('/var/lib/cni/networks/ambh-pods'), 'no IPAM state outside the harness temp dir');
   });
 
+  it('asks host-local for a given IP, and names the pod cgroup as asked', async () => {
+    const ip = mesh.addresses.podCidr(1).replace(/0\/24$/, '200');
+    const pod = await node.addPod({ name: 'pinned', uid: 'uid-5678', ip, cgroupName: 'poduid-5678', chain });
+    assert.equal(pod.ip, ip);
+    assert.equal(cniArgs(readCalls(recordDir).at(-1) as Call).get('IP'), ip);
+    assert.equal(pod.cgroupPath, join(mesh.cgroupPath, 'node1', 'kubepods', 'poduid-5678'));
+    assert.ok(existsSync(pod.cgroupPath));
+    await pod.remove();
+    assert.ok(!existsSync(pod.cgroupPath));
+    await assert.rejects(node.addPod({ name: 'bad-cgroup', cgroupName: '../escape' }), {
+      code: 'NAME_INVALID',
+    });
+    await assert.rejects(node.addPod({ name: 'bad-ip', ip: '10.1.2' }), { code: 'NAME_INVALID' });
+  });
+
   it('turns a plugin error result into a typed CniError and rolls the pod back', async () => {
     const failing: ChainedPlugin = {
       type: 'ambh-record',

@@ -27,6 +27,7 @@ export const POD_BRIDGE = 'cni0';
 
 const DNS_LABEL = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
 const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9.]{0,98}[a-z0-9])?$/;
+const CGROUP_NAME = /^[A-Za-z0-9_-][A-Za-z0-9._-]{0,127}$/;
 
 /** @internal What a node needs from the harness that owns it. */
 export interface NodeContext {
@@ -184,13 +185,22 @@ export class MeshNode extends ProcessHost {
         `namespace ${JSON.stringify(full.namespace)} is not a DNS-1123 label`,
       );
     }
+    if (spec.cgroupName !== undefined && !CGROUP_NAME.test(spec.cgroupName)) {
+      throw new HarnessError(
+        'NAME_INVALID',
+        `cgroup name ${JSON.stringify(spec.cgroupName)} must be 1-128 of [A-Za-z0-9._-], not starting with "."`,
+      );
+    }
+    if (spec.ip !== undefined && isIP(spec.ip) === 0) {
+      throw new HarnessError('NAME_INVALID', `pod ip ${JSON.stringify(spec.ip)} is not an IP address`);
+    }
     const key = `${full.namespace}/${full.name}`;
     this.#ctx.claimPod(key);
     // `_` cannot occur in either part, so the pair is unambiguous.
     const slug = `${full.namespace}_${full.name}`;
     const netnsName = `${this.#ctx.runKey}-pod-${slug}`;
     const nsPath = netnsPath(netnsName);
-    const cgroupPath = join(this.#cgroupDir, 'kubepods', slug);
+    const cgroupPath = join(this.#cgroupDir, 'kubepods', spec.cgroupName ?? slug);
     const containerId = randomBytes(32).toString('hex');
     const args: CniAttachment['args'] = [
       ['IgnoreUnknown', '1'],
@@ -198,6 +208,7 @@ export class MeshNode extends ProcessHost {
       ['K8S_POD_NAME', full.name],
       ['K8S_POD_INFRA_CONTAINER_ID', containerId],
       ['K8S_POD_UID', full.uid],
+      ...(spec.ip === undefined ? [] : [['IP', spec.ip] as const]),
     ];
     const attachment: CniAttachment = { containerId, netnsPath: nsPath, ifName: 'eth0', args };
     const loopbackAttachment: CniAttachment = { ...attachment, ifName: 'lo' };

@@ -18,6 +18,16 @@ export interface PodSpec {
   readonly annotations?: Readonly<Record<string, string>>;
   /** Plugins appended to this pod's chain after the node's (see {@link ChainedPlugin}). */
   readonly chain?: readonly ChainedPlugin[];
+  /**
+   * The pod's cgroup directory name under the node's `kubepods/`. Default `<namespace>_<name>`;
+   * kubelet's cgroupfs driver names it `pod<uid>`, which is what the istio-cni agent looks for.
+   */
+  readonly cgroupName?: string;
+  /**
+   * An address for eth0 from the node's pod CIDR, requested from host-local with `IP=<ip>` in
+   * CNI_ARGS (as a runtime with static pod IPs does). Default: host-local picks the next free one.
+   */
+  readonly ip?: string;
 }
 
 /** How a pod's sandbox was wired; kept so DEL and CHECK use exactly what ADD used. */
@@ -59,7 +69,7 @@ export class Pod extends ProcessHost {
 
   constructor(
     fields: {
-      spec: Required<Omit<PodSpec, 'chain'>>;
+      spec: Required<Omit<PodSpec, 'chain' | 'cgroupName' | 'ip'>>;
       node: MeshNode;
       ip: string;
       ips: readonly string[];

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { unifiedCgroupRoot } from './cgroup.ts';
 import { listNetns } from './netns.ts';
 import { isRunOwnerAlive, parseRunKey, type RunId } from './run-id.ts';
-import { type TeardownReport, teardownRunSync } from './teardown.ts';
+import { BPFFS_DIR, type TeardownReport, teardownRunSync } from './teardown.ts';
 
 /** What {@link sweepLeftovers} found. */
 export interface SweepReport {
@@ -24,13 +24,18 @@ function readdirOrEmpty(dir: string): string[] {
 /**
  * Removes what earlier harness runs left behind when their process died without cleaning up
  * (SIGKILL, a crash, a hung test killed by its runner). It finds harness names (prefix
- * `ambh-<pid>-<start>-<seq>`) among named netns, cgroup v2 directories and temp directories, and
- * tears down each run whose owning process (pid plus start time) no longer exists, so a
- * concurrent run in another process is never touched. `Harness.create` calls it first.
+ * `ambh-<pid>-<start>-<seq>`) among named netns, cgroup v2 directories, temp directories and bpffs
+ * pin directories, and tears down each run whose owning process (pid plus start time) no longer
+ * exists, so a concurrent run in another process is never touched. `Harness.create` calls it first.
  */
 export function sweepLeftovers(): SweepReport {
   const runs = new Map<string, RunId>();
-  const names = [...listNetns(), ...readdirOrEmpty(unifiedCgroupRoot()), ...readdirOrEmpty(tmpdir())];
+  const names = [
+    ...listNetns(),
+    ...readdirOrEmpty(unifiedCgroupRoot()),
+    ...readdirOrEmpty(tmpdir()),
+    ...readdirOrEmpty(BPFFS_DIR),
+  ];
   for (const name of names) {
     const run = parseRunKey(name);
     if (run !== undefined) runs.set(run.key, run);

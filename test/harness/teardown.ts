@@ -1,9 +1,15 @@
 import { spawnSync } from 'node:child_process';
-import { existsSync, rmSync } from 'node:fs';
+import { existsSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { killCgroup, removeCgroupTreeSync, unifiedCgroupRoot } from './cgroup.ts';
 import { listNetns, pidsInNetns } from './netns.ts';
 import { runTempDir } from './run-id.ts';
+
+/**
+ * Where eBPF objects are pinned. A run that pins anything (an istio-cni agent in eBPF mode) puts it
+ * under `<this>/<run key>`, so the teardown can unpin it (which detaches pinned links).
+ */
+export const BPFFS_DIR = '/sys/fs/bpf';
 
 /** What a teardown removed, and anything it could not. */
 export interface TeardownReport {
@@ -14,6 +20,8 @@ export interface TeardownReport {
   readonly cgroup: string | undefined;
   /** The run's temp directory, when one existed. */
   readonly tempDir: string | undefined;
+  /** The run's bpffs pin directories that existed (`/sys/fs/bpf/<key>…`). */
+  readonly bpfPins: readonly string[];
   /** Names that still exist after the teardown (a netns still mounted, a busy cgroup). */
   readonly leftovers: readonly string[];
 }
@@ -48,6 +56,14 @@ export function teardownRunSync(key: string): TeardownReport {
   }
   const leftovers = listNetns().filter((n) => netns.includes(n));
   if (hasCgroup) leftovers.push(...removeCgroupTreeSync(cgroupDir));
+  const bpfPins = readdirOrEmpty(BPFFS_DIR)
+    .filter((n) => n === key || n.startsWith(`${key}-`))
+    .map((n) => join(BPFFS_DIR, n));
+  for (const dir of bpfPins) {
+    // Unlinking a pinned link detaches its program; maps go with their last reference.
+    rmSync(dir, { recursive: true, force: true });
+    if (existsSync(dir)) leftovers.push(dir);
+  }
   const tempDir = runTempDir(key);
   const hasTemp = existsSync(tempDir);
   if (hasTemp) rmSync(tempDir, { recursive: true, force: true });
@@ -57,6 +73,15 @@ export function teardownRunSync(key: string): TeardownReport {
     killedPids,
     cgroup: hasCgroup ? cgroupDir : undefined,
     tempDir: hasTemp ? tempDir : undefined,
+    bpfPins,
     leftovers,
   };
+}
+
+function readdirOrEmpty(dir: string): string[] {
+  try {
+    return readdirSync(dir);
+  } catch {
+    return [];
+  }
 }
