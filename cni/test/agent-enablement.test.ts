@@ -114,6 +114,16 @@ test('agent config: chart names and defaults, every bad variable reported at onc
   assert.equal(c.metricsPort, 15014);
   assert.equal(c.hostProbeSnatIp, '169.254.7.127');
   assert.equal(c.reconcileOnStartup, true);
+  assert.equal(c.ebpfPinRoot, '/sys/fs/bpf/ambient');
+  assert.equal(
+    loadAgentConfig({
+      NODE_NAME: 'node1',
+      CONFIG_SOURCE: 'local',
+      LOCAL_MANIFESTS_DIR: '/tmp/m',
+      EBPF_PIN_ROOT: '/sys/fs/bpf/mesh-1',
+    }).ebpfPinRoot,
+    '/sys/fs/bpf/mesh-1',
+  );
   assert.throws(
     () =>
       loadAgentConfig({

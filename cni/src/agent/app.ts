@@ -130,6 +130,7 @@ export class CniAgent {
             mode: 'ebpf',
             config: this.#redirectConfig,
             proxyCgroupPath: cfg.ebpfProxyCgroup as string,
+            pinRoot: cfg.ebpfPinRoot,
           })
         : createRedirector({ mode: 'nftables', config: this.#redirectConfig });
     this.zds = new ZdsServer({

@@ -8,6 +8,7 @@ import { type Env, EnvReader } from '@ambient/common/env';
 import { ZDS_DEFAULT_SOCKET_PATH } from '@ambient/common/zds';
 import { DEFAULT_CNI_AGENT_RUN_DIR } from '../plugin-protocol.ts';
 import { DEFAULT_REDIRECT_CONFIG } from '../redirect/config.ts';
+import { DEFAULT_PIN_ROOT } from '../redirect/ebpf.ts';
 import type { RedirectMode } from '../redirect/redirector.ts';
 
 /** Ports and paths whose defaults match upstream istio-cni (spec §6.4). */
@@ -48,6 +49,8 @@ export interface AgentConfig {
   readonly redirectMode: RedirectMode;
   /** `EBPF_PROXY_CGROUP`: ztunnel's cgroup v2 directory (eBPF mode only). */
   readonly ebpfProxyCgroup: string | undefined;
+  /** `EBPF_PIN_ROOT`: the bpffs directory holding one pin directory per pod (eBPF mode only). */
+  readonly ebpfPinRoot: string;
   readonly dnsCapture: boolean;
   readonly ipv6: boolean;
   readonly reconcileOnStartup: boolean;
@@ -101,6 +104,7 @@ export function loadAgentConfig(env: Env = process.env): AgentConfig {
     zdsSocketPath: r.string('ZTUNNEL_UDS', AGENT_DEFAULTS.zdsSocketPath),
     redirectMode,
     ebpfProxyCgroup,
+    ebpfPinRoot: r.string('EBPF_PIN_ROOT', DEFAULT_PIN_ROOT),
     dnsCapture: r.bool('DNS_CAPTURE', DEFAULT_REDIRECT_CONFIG.captureDns),
     ipv6: r.bool('AMBIENT_IPV6', DEFAULT_REDIRECT_CONFIG.ipv6),
     reconcileOnStartup: r.bool('RECONCILE_ON_STARTUP', true),
@@ -120,6 +124,7 @@ export function loadAgentConfig(env: Env = process.env): AgentConfig {
     ['CNI_AGENT_RUN_DIR', cfg.runDir],
     ['ZTUNNEL_UDS', cfg.zdsSocketPath],
     ['HOST_NETNS_PATH', cfg.hostNetnsPath],
+    ['EBPF_PIN_ROOT', cfg.ebpfPinRoot],
   ] as const) {
     if (!path.startsWith('/')) r.problem(name, path, 'must be an absolute path');
   }
