@@ -105,7 +105,7 @@ describe('ztunnel with the real istiod and a node agent', { skip: !isRoot && 'ne
       certificates: {
         identity: string;
         state: string;
-        caCert: { pem: string }[];
+        rootCerts: { pem: string }[];
         certChain: { pem: string }[];
       }[];
       workloadState: Record<string, { state: string }>;
@@ -217,7 +217,7 @@ describe('ztunnel with the real istiod and a node agent', { skip: !isRoot && 'ne
     );
     const leaf = new X509Certificate(Buffer.from(cert.certChain[0]?.pem ?? '', 'base64').toString('utf8'));
     assert.equal(leaf.subjectAltName, `URI:${WEB_ID}`);
-    const root = Buffer.from(cert.caCert[0]?.pem ?? '', 'base64').toString('utf8');
+    const root = Buffer.from(cert.rootCerts[0]?.pem ?? '', 'base64').toString('utf8');
     assert.equal(root.trim(), readFileSync(tmp.path('root-cert.pem'), 'utf8').trim(), "istiod's root");
     const w = (await dump()).workloads.find((x) => x.uid === 'Kubernetes//Pod/demo/web-1');
     assert.deepEqual(

@@ -61,7 +61,8 @@ export interface ZcCertificate {
   /** The leaf first, then intermediates. */
   readonly certChain: readonly ZcCert[];
   /**
-   * The trust roots: upstream ztunnel names them `rootCerts`, ours `caCert`; empty when the dump
+   * The trust roots (`rootCerts`, as upstream ztunnel and istioctl name them; `caCert` in dumps of
+   * older builds of ours); empty when the dump
    * has neither (istioctl then treats the last chain entry as the root).
    */
   readonly rootCerts: readonly ZcCert[];

@@ -386,7 +386,7 @@ describe('CertManager', () => {
     const available = dump[2];
     assert.ok(available);
     assert.equal(available.certChain.length, 2, 'leaf and intermediate');
-    assert.equal(available.caCert.length, 1);
+    assert.equal(available.rootCerts.length, 1);
     const leaf = available.certChain[0];
     assert.ok(leaf);
     assert.equal(leaf.serialNumber, BigInt(`0x${cert.serialNumber}`).toString(10));

@@ -68,7 +68,7 @@ export interface CertsDump {
   /** `Initializing`, `Available`, or `Unavailable: <error>`. */
   readonly state: string;
   /** The trust roots. */
-  readonly caCert: readonly CertDump[];
+  readonly rootCerts: readonly CertDump[];
   /** The leaf, then the intermediates. */
   readonly certChain: readonly CertDump[];
 }
@@ -281,7 +281,7 @@ export class CertManager extends EventEmitter<CertManagerEvents> implements Comp
         out.push({
           identity: e.key,
           state: 'Available',
-          caCert: dumpPem(cert.rootsPem),
+          rootCerts: dumpPem(cert.rootsPem),
           certChain: dumpPem(cert.certChainPem),
         });
       } else {
@@ -289,7 +289,7 @@ export class CertManager extends EventEmitter<CertManagerEvents> implements Comp
         out.push({
           identity: e.key,
           state: state === 'Unavailable' ? `Unavailable: ${errorMessage(error)}` : 'Initializing',
-          caCert: [],
+          rootCerts: [],
           certChain: [],
         });
       }
