@@ -1,6 +1,6 @@
 import 'reflect-metadata';
 import assert from 'node:assert/strict';
-import { createPrivateKey, X509Certificate } from 'node:crypto';
+import { createPrivateKey, webcrypto, X509Certificate } from 'node:crypto';
 import { describe, it } from 'node:test';
 import * as x509 from '@peculiar/x509';
 import { uriSans } from '../tls/san.ts';
@@ -40,6 +40,36 @@ describe('TestCa', () => {
     assert.ok(m?.verify(new X509Certificate(root.root).publicKey));
     // The TLS chain is leaf + intermediate, without the root.
     assert.equal(leaf.chain.match(/BEGIN CERTIFICATE/g)?.length, 2);
+  });
+
+  it('loads an existing root from PEM (PKCS#8 or SEC1 key) and issues leaves that chain to it', async () => {
+    const alg = { name: 'ECDSA', namedCurve: 'P-256', hash: 'SHA-256' } as const;
+    const keys = (await webcrypto.subtle.generateKey(alg, true, [
+      'sign',
+      'verify',
+    ])) as webcrypto.CryptoKeyPair;
+    const rootCert = await x509.X509CertificateGenerator.createSelfSigned({
+      name: 'O=cluster.local',
+      keys,
+      signingAlgorithm: alg,
+      extensions: [new x509.BasicConstraintsExtension(true, undefined, true)],
+    });
+    const rootPem = rootCert.toString('pem');
+    const pkcs8 = x509.PemConverter.encode(
+      await webcrypto.subtle.exportKey('pkcs8', keys.privateKey),
+      'PRIVATE KEY',
+    );
+    const sec1 = createPrivateKey(pkcs8).export({ format: 'pem', type: 'sec1' }).toString();
+    for (const keyPem of [pkcs8, sec1]) {
+      const ca = await TestCa.fromPem(rootPem, keyPem);
+      assert.equal(ca.root, rootPem);
+      const leaf = new X509Certificate(
+        (await ca.issue({ identity: 'spiffe://clusterset.local/ns/a/sa/b' })).cert,
+      );
+      assert.ok(leaf.checkIssued(new X509Certificate(rootPem)));
+      assert.ok(leaf.verify(new X509Certificate(rootPem).publicKey));
+      assert.deepEqual(uriSans(leaf.raw), ['spiffe://clusterset.local/ns/a/sa/b']);
+    }
   });
 
   it('makes expired, not-yet-valid and foreign-CA certificates on request', async () => {

@@ -1,6 +1,6 @@
 // @peculiar/x509 resolves its dependency-injection metadata at import time.
 import 'reflect-metadata';
-import { webcrypto } from 'node:crypto';
+import { createPrivateKey, webcrypto } from 'node:crypto';
 import * as x509 from '@peculiar/x509';
 import { formatIdentity, type Identity } from '../identity/identity.ts';
 import type { TlsCredentials } from '../tls/secure-context.ts';
@@ -131,6 +131,24 @@ export class TestCa {
     });
     const pem = certificate.toString('pem');
     return new TestCa(keys, certificate, pem, []);
+  }
+
+  /**
+   * A root loaded from an existing certificate and its private key (PEM; PKCS#8, SEC1 or any form
+   * node:crypto reads), e.g. istiod's self-signed root, so tests can issue leaves that CA's mesh
+   * trusts but istiod itself would never sign (another trust domain).
+   */
+  static async fromPem(certPem: string, keyPem: string): Promise<TestCa> {
+    const certificate = new x509.X509Certificate(certPem);
+    const pkcs8 = createPrivateKey(keyPem).export({ format: 'der', type: 'pkcs8' });
+    const privateKey = await webcrypto.subtle.importKey('pkcs8', pkcs8, EC_ALGORITHM, true, ['sign']);
+    const publicKey = await certificate.publicKey.export(
+      EC_ALGORITHM,
+      ['verify'],
+      webcrypto as unknown as Parameters<typeof certificate.publicKey.export>[2],
+    );
+    const pem = certificate.toString('pem');
+    return new TestCa({ privateKey, publicKey }, certificate, pem, []);
   }
 
   /** An intermediate CA signed by this one; its leaves chain through it to the same root. */
