@@ -265,9 +265,12 @@ for (const mode of ['nftables', 'ebpf'] as const) {
           source_principal: CLIENT_PRINCIPAL,
           destination_principal: ECHO_PRINCIPAL,
           connection_security_policy: 'mutual_tls',
+          // Workloads are named after their Deployment (istiod reads the ReplicaSet owner).
+          source_workload: 'client',
+          destination_workload: 'echo',
         });
       }
-      assert.ok(seen >= 1, 'destination metrics carry the source principal');
+      assert.ok(seen >= 1, 'destination metrics carry the source principal and the Deployment names');
       const accessLog = mesh
         .components()
         .filter((c) => c.name === 'ztunnel')

@@ -1,13 +1,7 @@
 /**
  * Address allocation the local mesh does itself: Service ClusterIPs from the service CIDR (the
- * API server's job), and pod IPs chosen before the sandbox is created.
- *
- * Why the pod runner picks pod IPs: kubelet learns a pod's IP from CNI ADD and only then reports
- * it, but this ztunnel acknowledges a ZDS Add (which the istio-cni plugin waits for inside ADD) only
- * once istiod has sent the pod's Workload, and istiod sends none without an IP. So the runner
- * chooses a free address, writes it into the Pod before ADD and asks host-local for exactly it
- * (CNI_ARGS `IP=`). Addresses rotate (like host-local's own allocator) so an IP just released is
- * not handed to the next pod while istiod may still know the old one.
+ * API server's job). Pod IPs come from host-local during CNI ADD, as in a cluster. Addresses
+ * rotate so one just released is not handed out again while proxies may still know the old one.
  */
 
 /** Kubernetes' usual default; the harness keeps pod CIDRs clear of it. */
@@ -93,14 +87,6 @@ class RotatingPool {
     } catch {
       return false;
     }
-  }
-}
-
-/** One node's pod addresses: its pod CIDR without the network, gateway (`.1`) and broadcast. */
-export class PodIpPool extends RotatingPool {
-  constructor(podCidr: string) {
-    const { first, last } = parseCidr(podCidr);
-    super(first + 2, last - 1);
   }
 }
 

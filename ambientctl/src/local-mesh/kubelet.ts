@@ -1,14 +1,15 @@
 /**
  * Runs pods on the harness nodes, as each node's kubelet and container runtime would. A pod's
  * life:
- * 1. its Pod document is written (uid, nodeName, serviceAccountName, labels, ownerReferences, and
- *    the IP it will get, see ip-pools.ts) before the sandbox exists, because the istio-cni agent
- *    looks the pod up during ADD;
+ * 1. its Pod document is written (uid, nodeName, serviceAccountName, labels, ownerReferences;
+ *    phase Pending, no IP yet) before the sandbox exists, because the istio-cni agent looks the
+ *    pod up during ADD, and enrolls it with ztunnel before istiod can know its address;
  * 2. sandbox: netns and cgroup (`kubepods/pod<uid>`, where the agent finds it), CNI ADD through
  *    the node's chain (bridge + host-local + istio-cni); a failed ADD is retried with backoff, as
  *    kubelet retries RunPodSandbox;
  * 3. containers start inside the pod's netns and cgroup, their output appended to the pod's log
- *    file; status goes to the document (phase Running, Ready once every readiness probe passes,
+ *    file; status goes to the document (the IP host-local gave, phase Running, Ready once every
+ *    readiness probe passes,
  *    probed from the node's netns as kubelet probes from the host);
  * 4. a container that exits is started again (restartPolicy Always) with a growing delay, its
  *    restarts counted;
@@ -26,7 +27,6 @@ import type { Logger } from '@ambient/common/log';
 import type { HarnessProcess, MeshNode, Pod, ProcessExit } from '@ambient/test/harness';
 import type { Document } from 'yaml';
 import { AmbientctlError } from '../errors.ts';
-import { PodIpPool } from './ip-pools.ts';
 import type { MeshLayout } from './layout.ts';
 import type { ManifestStore, StoredObject } from './manifest-store.ts';
 import { httpGetInNetns, tcpOpensInNetns } from './netns-http.ts';
@@ -176,7 +176,6 @@ export class Kubelet {
   readonly #layout: MeshLayout;
   readonly #log: Logger;
   readonly #onRemoved: (pod: RunningPod) => void;
-  readonly #podIps = new Map<string, PodIpPool>();
   readonly #pods = new Set<PodRecord>();
   #closed = false;
 
@@ -185,7 +184,6 @@ export class Kubelet {
     this.#layout = options.layout;
     this.#log = options.log.child({ scope: 'kubelet' });
     this.#onRemoved = options.onRemoved;
-    for (const n of options.nodes) this.#podIps.set(n.name, new PodIpPool(n.podCidr));
     mkdirSync(this.#layout.podLogsDir, { recursive: true });
   }
 
@@ -361,12 +359,6 @@ export class Kubelet {
 
   async #runPod(rec: PodRecord): Promise<void> {
     const signal = rec.abort.signal;
-    // The address (see ip-pools.ts for why it is chosen here).
-    const busy = new Set(await rec.node.allocatedPodIps());
-    for (const other of this.#pods) if (other.node === rec.node && other.ip) busy.add(other.ip);
-    const ip = this.#podIps.get(rec.node.name)?.allocate(busy);
-    if (ip === undefined) throw new Error(`no free pod IP left in ${rec.node.podCidr} on ${rec.node.name}`);
-    rec.ip = ip;
     // 1. The Pod as the API server would hold it once scheduled.
     await this.#store.write(this.#podDocument(rec), 'written by the ambientctl pod runner');
     // 2. The sandbox, retried like RunPodSandbox.
@@ -381,7 +373,6 @@ export class Kubelet {
           labels: rec.labels,
           annotations: rec.annotations,
           cgroupName: `pod${rec.uid}`,
-          ip,
         });
         break;
       } catch (err) {
@@ -394,7 +385,9 @@ export class Kubelet {
     }
     if (signal.aborted || rec.sandbox === undefined) return;
     rec.message = undefined;
-    this.#event(rec, `sandbox ready: ${rec.sandbox.netnsName}, ip ${ip}`);
+    // As kubelet does: the address CNI ADD returned goes into the status.
+    rec.ip = rec.sandbox.ip;
+    this.#event(rec, `sandbox ready: ${rec.sandbox.netnsName}, ip ${rec.ip}`);
     // 3. Containers, then status.
     for (const c of rec.containers) this.#startContainer(rec, c);
     rec.phase = 'Running';
@@ -503,6 +496,9 @@ export class Kubelet {
         ...(rec.owner === undefined
           ? {}
           : {
+              // As a ReplicaSet controller names its pods: istiod reads the workload (the
+              // Deployment) from the owner only for generated names.
+              generateName: `${rec.owner.replicaSet}-`,
               ownerReferences: [
                 {
                   apiVersion: 'apps/v1',
@@ -585,7 +581,6 @@ export class Kubelet {
     }
     rec.removed = true;
     await this.#store.remove('Pod', rec.namespace, rec.name);
-    if (rec.ip !== undefined) this.#podIps.get(rec.node.name)?.release(rec.ip);
     this.#pods.delete(rec);
     this.#event(rec, errors.length > 0 ? `deleted, with errors: ${errors.join('; ')}` : 'deleted');
     if (errors.length > 0)
