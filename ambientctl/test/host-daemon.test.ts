@@ -94,15 +94,27 @@ describe('ambientctl up with its daemon, then down', {
     );
     try {
       await hold.waitFor(/open/, 10_000);
-      const row = await eventually('an inbound connection in zc connections', async () => {
-        for (const node of ['node1', 'node2']) {
-          const r = await runCli(['zc', 'connections', ...name, '--node', node], env);
-          const line = r.stdout.split('\n').find((l) => / Inbound /.test(l));
-          if (line !== undefined) return line;
-        }
-        return undefined;
-      });
-      assert.match(row, /^echo-\S+\.demo +Inbound +echo-\S+\.demo:8080 +10\.\S+ +10\.\S+:8080/);
+      const find = (direction: string) =>
+        eventually(`an ${direction} connection in zc connections`, async () => {
+          for (const node of ['node1', 'node2']) {
+            const r = await runCli(['zc', 'connections', ...name, '--node', node], env);
+            const line = r.stdout.split('\n').find((l) => new RegExp(` ${direction} `).test(l));
+            if (line !== undefined) return line;
+          }
+          return undefined;
+        });
+      const row = await find('Inbound');
+      assert.match(
+        row,
+        /^echo-\S+\.demo +Inbound +echo-\S+\.demo:8080 +client-\S+\.demo:\d+ +10\.\S+:8080 +HBONE$/,
+      );
+      // The client's side: from its own socket, to the VIP it dialled (shown as the Service),
+      // through the echo pod's HBONE port.
+      const out = await find('Outbound');
+      assert.match(
+        out,
+        /^client-\S+\.demo +Outbound +client-\S+\.demo:\d+ +echo-\S+\.demo:15008 +echo\.demo\.svc\.cluster\.local:80 +HBONE$/,
+      );
     } finally {
       hold.child.kill('SIGTERM');
       await hold.done;

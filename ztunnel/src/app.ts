@@ -217,7 +217,6 @@ export class Ztunnel {
         : config.enableOriginalSource
           ? 'required'
           : 'off';
-    const connectionManager = this.connectionManager;
     const inpodLog = logging.logger('inpod');
     const createProxy: CreateManagedProxy = ({ uid, info, netnsFd }) => {
       const proxy = this.proxyFactory.create(
@@ -230,13 +229,7 @@ export class Ztunnel {
           registerEbpfInbound(config.inpod.ebpfPinRoot, uid, proxy.inboundPlaintextListener, inpodLog);
         },
         stop: (ctx) => proxy.stop(ctx),
-        connections: () => ({
-          inbound: connectionManager
-            .connections()
-            .filter((c) => c.owner === uid)
-            .map((c) => ({ src: c.src, originalDst: c.dst, actualDst: c.dst })),
-          outbound: [],
-        }),
+        connections: () => proxy.connections(),
       };
     };
     this.workloadManager = new WorkloadManager({

@@ -13,6 +13,7 @@ export interface ProxyConnectionInfo {
   readonly src: string;
   readonly originalDst: string;
   readonly actualDst: string;
+  readonly protocol: 'HBONE' | 'TCP';
 }
 
 /** The proxy of one enrolled pod, as the manager drives it (the proxy's `WorkloadProxy`). */

@@ -56,7 +56,13 @@ export class InboundPassthrough {
       logEarlyDeny(inputs.accessLog, { src, dst, direction: 'inbound' }, err);
       socket.destroy();
     };
-    const conn = live.open(`inbound plaintext ${formatSocketAddr(src)} to ${formatSocketAddr(dst)}`);
+    const conn = live.open(`inbound plaintext ${formatSocketAddr(src)} to ${formatSocketAddr(dst)}`, {
+      direction: 'inbound',
+      src: formatSocketAddr(src),
+      originalDst: formatSocketAddr(dst),
+      actualDst: formatSocketAddr(dst),
+      protocol: 'TCP',
+    });
     if (conn === undefined) {
       deny(new ProxyError('DRAINING', 'the proxy is stopping and accepts no new connections'));
       return;

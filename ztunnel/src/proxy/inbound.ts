@@ -309,7 +309,13 @@ export class Inbound {
       logEarlyDeny(inputs.accessLog, { src, dst, direction: 'inbound' }, err);
       if (!request.answered) request.reject(status);
     };
-    const conn = live.open(`inbound ${formatSocketAddr(src)} to ${formatAuthority(request.authority)}`);
+    const conn = live.open(`inbound ${formatSocketAddr(src)} to ${formatAuthority(request.authority)}`, {
+      direction: 'inbound',
+      src: formatSocketAddr(src),
+      originalDst: formatAuthority(request.authority),
+      actualDst: formatAuthority(request.authority),
+      protocol: 'HBONE',
+    });
     if (conn === undefined) {
       deny(new ProxyError('DRAINING', 'the proxy is stopping and accepts no new connections'), 503);
       return;

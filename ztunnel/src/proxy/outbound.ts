@@ -123,7 +123,11 @@ export class Outbound {
       logEarlyDeny(inputs.accessLog, { src, dst, direction: 'outbound' }, err);
       socket.destroy();
     };
-    const conn = live.open(`outbound ${formatSocketAddr(src)} to ${formatSocketAddr(dst)}`);
+    const conn = live.open(`outbound ${formatSocketAddr(src)} to ${formatSocketAddr(dst)}`, {
+      direction: 'outbound',
+      src: formatSocketAddr(src),
+      originalDst: formatSocketAddr(dst),
+    });
     if (conn === undefined) {
       deny(new ProxyError('DRAINING', 'the proxy is stopping and accepts no new connections'));
       return;
@@ -170,6 +174,7 @@ export class Outbound {
       }
 
       // 5. The upstream.
+      conn.routed(formatSocketAddr(decision.dial), decision.kind === 'hbone' ? 'HBONE' : 'TCP');
       const result = new ConnectionResult({
         src,
         dst: decision.dial,

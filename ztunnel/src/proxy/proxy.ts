@@ -7,7 +7,7 @@ import { ProxyError } from './errors.ts';
 import { Inbound } from './inbound.ts';
 import { InboundPassthrough } from './inbound-passthrough.ts';
 import type { CertificateProvider, ProxyContext, ProxyInputs } from './inputs.ts';
-import { LiveConnections } from './live-connections.ts';
+import { type ConnectionDump, LiveConnections } from './live-connections.ts';
 import { LocalWorkload } from './local-workload.ts';
 import type { ProxyMetrics } from './metrics.ts';
 import { Outbound } from './outbound.ts';
@@ -85,6 +85,11 @@ export class WorkloadProxy {
   /** The inbound plaintext (15006) listener, once started. */
   get inboundPlaintextListener(): ProxyListener | undefined {
     return this.#inboundPlaintext.listener;
+  }
+
+  /** Connections in flight, for `/config_dump`. */
+  connections(): { inbound: ConnectionDump[]; outbound: ConnectionDump[] } {
+    return this.#live.dump();
   }
 
   /** Connections in flight (all three listeners). */
