@@ -311,6 +311,33 @@ for (const mode of ['nftables', 'ebpf'] as const) {
       );
     });
 
+    if (mode === 'ebpf') {
+      test('after an agent restart rebuilt a pod eBPF set, ztunnel registers its inbound listener again', async () => {
+        const legacy = firstPod('legacy', 'client');
+        const echo = firstPod('demo', 'echo');
+        const plaintext = async () =>
+          (
+            await mesh.exec(
+              'legacy',
+              legacy.name,
+              ['curl', '-s', '--max-time', '3', `http://${echo.ip}:8080/after-rebuild`],
+              { timeoutMs: 8000, check: false },
+            )
+          ).code === 0;
+        const agent = mesh.components().find((c) => c.name === 'istio-cni' && c.node === echo.node);
+        assert.ok(agent?.pid);
+        process.kill(agent.pid, 'SIGKILL');
+        // Lost while the agent is down: its startup reconcile must redo the set, with a new,
+        // empty inbound SOCKMAP, and only ztunnel can fill it.
+        rmSync(join('/sys/fs/bpf', mesh.runKey, echo.uid, 'links', 'sk_lookup'));
+        await eventually('the agent restarted and ready', () => {
+          const c = mesh.components().find((x) => x.name === 'istio-cni' && x.node === echo.node);
+          return c?.ready === true && c.pid !== agent.pid;
+        });
+        await eventually('plaintext to the rebuilt pod', plaintext, 20_000);
+      });
+    }
+
     test('apply: unchanged on re-apply, a malformed document is rejected alone', async () => {
       const again = await mesh.apply(SAMPLE_MANIFESTS);
       assert.ok(again.length >= 6 && again.every((r) => r.action === 'unchanged'), JSON.stringify(again));
@@ -471,7 +498,7 @@ spec:
       process.kill(agent.pid, 'SIGKILL');
       await eventually('the agent restarted and ready', () => {
         const c = mesh.components().find((x) => x.name === 'istio-cni' && x.node === 'node1');
-        return c !== undefined && c.restarts === 1 && c.ready && c.pid !== agent.pid;
+        return c !== undefined && c.restarts === agent.restarts + 1 && c.ready && c.pid !== agent.pid;
       });
       await mesh.restartComponent('ztunnel', 'node2');
       const zt = mesh.components().find((c) => c.name === 'ztunnel' && c.node === 'node2');

@@ -228,6 +228,10 @@ export class Ztunnel {
           await proxy.start();
           registerEbpfInbound(config.inpod.ebpfPinRoot, uid, proxy.inboundPlaintextListener, inpodLog);
         },
+        // An agent that restarted may have rebuilt the pod's eBPF objects, with an empty map.
+        readd: () => {
+          registerEbpfInbound(config.inpod.ebpfPinRoot, uid, proxy.inboundPlaintextListener, inpodLog);
+        },
         stop: (ctx) => proxy.stop(ctx),
         connections: () => proxy.connections(),
       };

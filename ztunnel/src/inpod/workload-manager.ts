@@ -25,6 +25,12 @@ export interface ManagedProxy {
    * immediate mode) and closes what is left.
    */
   stop(ctx: StopContext): Promise<void>;
+  /**
+   * A repeated Add for the running proxy (the node agent's snapshot after a reconnect): restate
+   * anything outside the proxy the agent may have rebuilt meanwhile (the eBPF inbound listener
+   * registration). Throws to NACK the Add.
+   */
+  readd?(): void;
   /** Live connections, for `/config_dump`'s `workloadState`. */
   connections?(): {
     readonly inbound: readonly ProxyConnectionInfo[];
@@ -194,6 +200,7 @@ export class WorkloadManager implements ZdsClientHandler, Component {
         // Idempotent: the snapshot after a reconnect re-sends every pod.
         safeClose(netnsFd);
         this.#log.debug({ uid }, 'pod already has a proxy for this netns');
+        running.proxy?.readd?.();
         return;
       }
       this.#log.info({ uid, pod: podName(info) }, 'pod netns changed; replacing its proxy');
