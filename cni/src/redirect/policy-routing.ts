@@ -97,19 +97,29 @@ export async function checkPolicyRouting(netnsPath: string, cfg: RedirectConfig)
     );
     if (!hasRule)
       problems.push(`ip ${family} rule fwmark ${hex(cfg.routeMark)} lookup ${cfg.routeTable} missing`);
-    const routes = await listJson(netnsPath, [
-      'ip',
-      family,
-      '-j',
-      'route',
-      'show',
-      'table',
-      String(cfg.routeTable),
-    ]);
+    const routes = await listRoutes(netnsPath, family, cfg.routeTable);
     const hasRoute = routes.some((r) => r.type === 'local' && r.dst === 'default' && r.dev === 'lo');
     if (!hasRoute) problems.push(`ip ${family} route local default dev lo table ${cfg.routeTable} missing`);
   }
   return problems;
+}
+
+/**
+ * The routes of `table`. A table with no route does not exist for the kernel, and `ip route show
+ * table` then fails ("FIB table does not exist") instead of printing none: that is a missing
+ * route, not an error (a fresh sandbox of a pod whose eBPF pins survive a failed ADD is checked).
+ */
+async function listRoutes(
+  netnsPath: string,
+  family: Family,
+  table: number,
+): Promise<Record<string, unknown>[]> {
+  try {
+    return await listJson(netnsPath, ['ip', family, '-j', 'route', 'show', 'table', String(table)]);
+  } catch (err) {
+    if (/FIB table does not exist/i.test(failureStderr(err))) return [];
+    throw err;
+  }
 }
 
 async function listJson(netnsPath: string, argv: string[]): Promise<Record<string, unknown>[]> {
