@@ -60,6 +60,12 @@ function rssMb(pid: number, field: 'VmRSS' | 'RssAnon' = 'VmRSS'): number {
   return Number(m?.[1] ?? 0) / 1024;
 }
 
+/** Proportional set size: shared pages (the node binary) divided among the processes mapping them. */
+function pssMb(pid: number): number {
+  const m = /^Pss:\s+(\d+) kB/m.exec(readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'));
+  return Number(m?.[1] ?? 0) / 1024;
+}
+
 async function iperfGbps(client: Pod, server: Pod): Promise<number> {
   const srv = server.spawn('iperf3', ['-s', '-1', '-p', String(IPERF_PORT)]);
   // iperf3 block-buffers its banner when stdout is a pipe: wait for the listening socket instead.
@@ -184,6 +190,7 @@ async function main(): Promise<void> {
     // RSS includes the pages of the node binary itself (file-backed, shared by every Node process
     // on the machine: ~41 MB for an empty `node -e ''`); RssAnon is what this ztunnel owns.
     const idleAnon = zt.map((pid) => rssMb(pid, 'RssAnon'));
+    const idlePss = zt.map(pssMb);
 
     const meshGbps = await iperfGbps(a.pod, b.pod);
     const directGbps = await iperfGbps(da.pod, db.pod);
@@ -221,6 +228,7 @@ async function main(): Promise<void> {
     );
     row('idle RSS (MB, node1, node2)', `${fmt(idleRss[0] ?? 0, 0)}, ${fmt(idleRss[1] ?? 0, 0)}`, '<= 70');
     row('  of which private, RssAnon (MB)', `${fmt(idleAnon[0] ?? 0, 0)}, ${fmt(idleAnon[1] ?? 0, 0)}`, '');
+    row('  PSS, shared pages divided (MB)', `${fmt(idlePss[0] ?? 0, 0)}, ${fmt(idlePss[1] ?? 0, 0)}`, '');
     row(
       `RSS with ${IDLE_CONNECTIONS} idle conns (MB)`,
       `${fmt(rss10k[0] ?? 0, 0)}, ${fmt(rss10k[1] ?? 0, 0)}`,
