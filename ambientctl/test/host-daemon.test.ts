@@ -9,6 +9,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
+import { eventually } from '@ambient/common/testing/eventually';
 import { isRoot, leftovers, pidsOf, runCli, runKeyOf, startCli } from './cli-process.ts';
 
 const NODE = process.execPath;
@@ -16,16 +17,6 @@ const stateRoot = mkdtempSync(join(tmpdir(), 'actl-host-'));
 const env = { AMBIENTCTL_STATE_ROOT: stateRoot };
 
 after(() => rmSync(stateRoot, { recursive: true, force: true }));
-
-async function eventually<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs = 15_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const v = await fn();
-    if (v !== undefined) return v;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
 
 describe('ambientctl up with its daemon, then down', {
   skip: !isRoot && 'needs root (network namespaces, nftables, cgroups)',

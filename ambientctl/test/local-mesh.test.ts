@@ -11,9 +11,9 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { REDIRECT_OBJECT_PATH } from '@ambient/cni/redirect';
+import { eventually } from '@ambient/common/testing/eventually';
 import { listNetns, unifiedCgroupRoot } from '@ambient/test/harness';
 import { AmbientctlError } from '../src/errors.ts';
 import {
@@ -38,25 +38,6 @@ function skipReason(mode: RedirectMode): string | false {
   }
   if (mode === 'ebpf' && !existsSync('/sys/fs/bpf')) return 'no bpffs at /sys/fs/bpf';
   return false;
-}
-
-async function eventually<T>(
-  what: string,
-  fn: () => Promise<T | undefined | false> | T | undefined | false,
-  timeoutMs = 15_000,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v !== undefined && v !== false) return v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline) assert.fail(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
-    await sleep(100);
-  }
 }
 
 /** Sum of a Prometheus counter's samples whose labels include every pair in `labels`. */

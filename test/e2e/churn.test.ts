@@ -10,9 +10,9 @@
 import assert from 'node:assert/strict';
 import { before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { eventually } from '@ambient/common/testing/eventually';
 import type { LocalMesh, PodStatus } from '../../ambientctl/src/local-mesh/index.ts';
 import { namespaceYaml } from '../netns/support/mesh-manifests.ts';
-import { eventually } from './support/eventually.ts';
 import { describeEachRedirectMode } from './support/mesh-suite.ts';
 import { failureRate, type LoopRecord, startRequestLoop } from './support/traffic.ts';
 import { deploymentYaml, podYaml, serviceYaml } from './support/workloads.ts';

@@ -6,9 +6,9 @@
  */
 import assert from 'node:assert/strict';
 import { before, test } from 'node:test';
+import { eventually } from '@ambient/common/testing/eventually';
 import type { PodStatus } from '../../ambientctl/src/local-mesh/index.ts';
 import { namespaceYaml } from '../netns/support/mesh-manifests.ts';
-import { eventually } from './support/eventually.ts';
 import { describeEachRedirectMode } from './support/mesh-suite.ts';
 import { sendRequests, summarize } from './support/traffic.ts';
 import { podYaml } from './support/workloads.ts';

@@ -8,6 +8,7 @@
  */
 import assert from 'node:assert/strict';
 import { before, test } from 'node:test';
+import { eventually } from '@ambient/common/testing/eventually';
 import type { PodStatus } from '../../ambientctl/src/local-mesh/index.ts';
 import {
   authorizationPolicyYaml,
@@ -15,7 +16,6 @@ import {
   type PolicyRule,
   peerAuthenticationYaml,
 } from '../netns/support/mesh-manifests.ts';
-import { eventually } from './support/eventually.ts';
 import { describeEachRedirectMode } from './support/mesh-suite.ts';
 import { type Answer, sendRequests, summarize } from './support/traffic.ts';
 import { deploymentYaml, podYaml, serviceYaml } from './support/workloads.ts';

@@ -14,8 +14,8 @@
 import assert from 'node:assert/strict';
 import { before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { eventually } from '@ambient/common/testing/eventually';
 import type { PodStatus } from '../../ambientctl/src/local-mesh/index.ts';
-import { eventually } from './support/eventually.ts';
 import { describeEachRedirectMode } from './support/mesh-suite.ts';
 import {
   failureRate,

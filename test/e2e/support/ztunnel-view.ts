@@ -5,9 +5,9 @@
  */
 import { readFileSync } from 'node:fs';
 import type { ConfigDump, ConfigDumpWorkload } from '@ambient/common/model';
+import { eventually } from '@ambient/common/testing/eventually';
 import { counterSum } from '../../../ambientctl/src/check/prometheus.ts';
 import type { LocalMesh, PodStatus } from '../../../ambientctl/src/local-mesh/index.ts';
-import { eventually } from './eventually.ts';
 
 export const OPENED = 'istio_tcp_connections_opened_total';
 export const CLOSED = 'istio_tcp_connections_closed_total';

@@ -6,9 +6,9 @@
  */
 import { mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
 import { Logging } from '@ambient/common/log';
+import { eventually } from '@ambient/common/testing/eventually';
 import { ZdsServer, type ZdsSnapshotEntry } from '@ambient/common/zds';
 import { closeFd, openNetns } from '@ambient/native';
 import { Harness, type HarnessProcess, type MeshNode, type Pod } from '../../harness/index.ts';
@@ -50,30 +50,7 @@ export interface HttpAnswer {
   readonly body: string;
 }
 
-/** Polls `fn` until it returns a value other than undefined/false, or throws after `timeoutMs`. */
-export async function eventually<T>(
-  what: string,
-  fn: () => Promise<T | undefined | false> | T | undefined | false,
-  timeoutMs = 15_000,
-  intervalMs = 100,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v !== undefined && v !== false) return v;
-    } catch (err) {
-      last = err;
-    }
-    if (Date.now() > deadline) {
-      throw new Error(
-        `timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${String(last)}` : ''}`,
-      );
-    }
-    await sleep(intervalMs);
-  }
-}
+export { eventually };
 
 export function parseLogLines(text: string): LogLine[] {
   const out: LogLine[] = [];

@@ -1,16 +1,15 @@
-/**
- * Polling with a deadline, for state that converges (xDS pushes, pod enrollment, rollouts): every
- * wait in the e2e suites is bounded, and a timeout says what was awaited and the last error seen.
- */
-import assert from 'node:assert/strict';
 import { setTimeout as sleep } from 'node:timers/promises';
 
-/** Calls `fn` until it returns something other than undefined/false, or fails after `timeoutMs`. */
+/**
+ * Polls `fn` until it returns something other than undefined or false, and resolves with it; a
+ * throw counts as "not yet". After `timeoutMs` it rejects naming what was awaited and the last
+ * error seen, so every wait on converging state (xDS pushes, enrollment, rollouts) is bounded.
+ */
 export async function eventually<T>(
   what: string,
   fn: () => Promise<T | undefined | false> | T | undefined | false,
   timeoutMs = 15_000,
-  periodMs = 100,
+  intervalMs = 100,
 ): Promise<T> {
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
@@ -22,10 +21,10 @@ export async function eventually<T>(
       last = err;
     }
     if (Date.now() > deadline) {
-      assert.fail(
+      throw new Error(
         `timed out after ${timeoutMs} ms waiting for ${what}${last === undefined ? '' : `: ${String(last)}`}`,
       );
     }
-    await sleep(periodMs);
+    await sleep(intervalMs);
   }
 }
