@@ -409,6 +409,31 @@ describe('HBONE request handling', () => {
     }
   });
 
+  it('never hands the handler a CONNECT its client reset in the same write (rapid reset)', async () => {
+    const session = await rawSession();
+    try {
+      const before = srv.requests.length;
+      // node:http2 flushes each HEADERS and the RST_STREAM that follows it in one write.
+      const streams = Array.from({ length: 50 }, () => {
+        const st = session.request(
+          { ':method': 'CONNECT', ':authority': '10.0.0.1:80' },
+          { endStream: false },
+        );
+        st.on('error', () => {});
+        st.close(http2.constants.NGHTTP2_CANCEL);
+        return st;
+      });
+      await Promise.all(streams.map((st) => new Promise((resolve) => st.once('close', resolve))));
+      // Still usable, and an ordinary CONNECT still reaches the handler.
+      assert.deepEqual(await request(session, { ':method': 'CONNECT', ':authority': '10.0.0.1:80' }), {
+        status: 200,
+      });
+      assert.equal(srv.requests.length, before + 1, 'only the CONNECT that was not reset');
+    } finally {
+      session.destroy();
+    }
+  });
+
   it('advertises ztunnel settings: 4 MiB stream window, 1 MiB frames, 200 streams, 64 KiB headers', async () => {
     const conn = await srv.connect();
     try {

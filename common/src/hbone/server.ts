@@ -432,12 +432,19 @@ export class HboneServer extends EventEmitter<HboneServerEvents> {
         request,
       );
     };
-    try {
-      const result = this.#handler(request);
-      if (result !== undefined) result.catch(fail);
-    } catch (err) {
-      fail(err);
-    }
+    // The handler runs once the rest of this read is processed: HEADERS and the RST_STREAM that
+    // cancels it often arrive together, and a request its client already cancelled must not cost
+    // an upstream dial. Rapid reset (CVE-2023-44487) sends thousands of such pairs per connection;
+    // nghttp2 only gives up after about a thousand of them.
+    setImmediate(() => {
+      if (stream.destroyed || stream.closed) return;
+      try {
+        const result = this.#handler(request);
+        if (result !== undefined) result.catch(fail);
+      } catch (err) {
+        fail(err);
+      }
+    });
   }
 
   #refuse(stream: http2.ServerHttp2Stream, error: HboneError, info: HboneConnectionInfo): void {
