@@ -84,10 +84,16 @@ export class MeshFixture {
   readonly #agentLogging = new Logging({ levels: 'warn', destination: process.stderr });
 
   readonly #ztunnelBuild: 'source' | 'dist';
+  readonly #istiodEnv: Readonly<Record<string, string>>;
 
-  private constructor(harness: Harness, ztunnelBuild: 'source' | 'dist') {
+  private constructor(
+    harness: Harness,
+    ztunnelBuild: 'source' | 'dist',
+    istiodEnv: Readonly<Record<string, string>>,
+  ) {
     this.harness = harness;
     this.#ztunnelBuild = ztunnelBuild;
+    this.#istiodEnv = istiodEnv;
     this.dir = join(harness.tempDir, 'mesh');
     this.manifestsDir = join(this.dir, 'manifests');
     this.rootCertPath = join(this.dir, 'root-cert.pem');
@@ -98,6 +104,8 @@ export class MeshFixture {
     options: {
       nodes?: number;
       ztunnelEnv?: Readonly<Record<string, string>>;
+      /** On top of the fixture's istiod environment, for every start of istiod. */
+      istiodEnv?: Readonly<Record<string, string>>;
       /**
        * `source` (default): ztunnel from its TypeScript sources, as the tests run everything.
        * `dist`: the compiled package as shipped, without the runtime type stripping (whose
@@ -107,7 +115,7 @@ export class MeshFixture {
     } = {},
   ) {
     const harness = await Harness.create({ nodes: options.nodes ?? 2 });
-    const mesh = new MeshFixture(harness, options.ztunnelBuild ?? 'source');
+    const mesh = new MeshFixture(harness, options.ztunnelBuild ?? 'source', options.istiodEnv ?? {});
     try {
       mkdirSync(mesh.manifestsDir, { recursive: true });
       mesh.writeManifest('ns-istio-system.yaml', namespaceYaml('istio-system', false));
@@ -182,6 +190,7 @@ export class MeshFixture {
         LOCAL_MANIFESTS_DEBOUNCE: '20ms',
         TERMINATION_DRAIN_DURATION: '200ms',
         LOG_LEVEL: 'warn',
+        ...this.#istiodEnv,
       },
     });
     await eventually(
@@ -390,7 +399,11 @@ export class MeshFixture {
 export interface ConfigDump {
   readonly workloads: { uid: string; name: string; node: string; workloadIps: string[]; protocol: string }[];
   readonly policies?: unknown[];
-  readonly certificates: { identity: string; state: string; certChain: { expirationTime?: string }[] }[];
+  readonly certificates: {
+    identity: string;
+    state: string;
+    certChain: { pem?: string; serialNumber?: string; expirationTime?: string }[];
+  }[];
   readonly workloadState: Record<string, { state: string }>;
 }
 

@@ -71,6 +71,8 @@ export function authorizationPolicyYaml(p: {
   readonly action: 'ALLOW' | 'DENY';
   readonly app?: string;
   readonly rules: readonly PolicyRule[];
+  /** Annotated `istio.io/dry-run: "true"`: matched and logged by ztunnel, never enforced. */
+  readonly dryRun?: boolean;
 }): string {
   const rules = p.rules
     .map((r) => {
@@ -92,7 +94,7 @@ kind: AuthorizationPolicy
 metadata:
   name: ${p.name}
   namespace: ${p.namespace}
-spec:
+${p.dryRun ? '  annotations:\n    istio.io/dry-run: "true"\n' : ''}spec:
 ${p.app === undefined ? '' : `  selector:\n    matchLabels:\n      app: ${p.app}\n`}  action: ${p.action}
   rules:
 ${rules}`;
