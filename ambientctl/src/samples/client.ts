@@ -9,54 +9,17 @@
  * Each line: `{"i":0,"ok":true,"status":200,"pod":"echo-…","ms":4}`, or `{"i":0,"ok":false,"error":"…"}`.
  * `pod` is the echo server's pod name when the answer is the echo sample's JSON.
  */
-import { request } from 'node:http';
+import { getEcho } from './echo-request.ts';
 
 function flag(name: string): string | undefined {
   const i = process.argv.indexOf(`--${name}`);
   return i === -1 ? undefined : process.argv[i + 1];
 }
 
-interface Outcome {
-  readonly i: number;
-  readonly ok: boolean;
-  readonly status?: number;
-  readonly pod?: string;
-  readonly ms: number;
-  readonly error?: string;
-}
-
-function get(url: string, i: number, timeoutMs: number): Promise<Outcome> {
+async function get(url: string, i: number, timeoutMs: number): Promise<Record<string, unknown>> {
   const started = Date.now();
-  return new Promise((resolve) => {
-    const req = request(url, { agent: false, timeout: timeoutMs }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => {
-        body += c;
-      });
-      res.on('end', () => {
-        let pod: string | undefined;
-        try {
-          const parsed = JSON.parse(body) as { pod?: unknown };
-          if (typeof parsed.pod === 'string') pod = parsed.pod;
-        } catch {
-          // Not the echo sample: the status is the answer.
-        }
-        const status = res.statusCode ?? 0;
-        resolve({
-          i,
-          ok: status >= 200 && status < 300,
-          status,
-          ...(pod === undefined ? {} : { pod }),
-          ms: Date.now() - started,
-        });
-      });
-      res.on('error', (err) => resolve({ i, ok: false, ms: Date.now() - started, error: err.message }));
-    });
-    req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
-    req.on('error', (err) => resolve({ i, ok: false, ms: Date.now() - started, error: err.message }));
-    req.end();
-  });
+  const answer = await getEcho(url, { timeoutMs });
+  return { i, ...answer, ms: Date.now() - started };
 }
 
 const url = flag('url');
@@ -76,7 +39,7 @@ if (url === undefined) {
   let failures = 0;
   for (let i = 0; i < count; i++) {
     const outcome = await get(url, i, timeoutMs);
-    if (!outcome.ok) failures++;
+    if (outcome.ok !== true) failures++;
     process.stdout.write(`${JSON.stringify(outcome)}\n`);
     if (intervalMs > 0 && i + 1 < count) await new Promise((r) => setTimeout(r, intervalMs));
   }

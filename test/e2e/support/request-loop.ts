@@ -13,11 +13,12 @@
  *
  * With `--keep-alive`, every request goes over one connection instead (an existing connection
  * across a restart); a line then says `"reused":true` when the socket was the previous one.
- * Only Node built-ins: it runs on the mesh's Node in any pod.
+ * Node built-ins and the samples' GET only: it runs on the mesh's Node in any pod.
  */
 import { existsSync } from 'node:fs';
-import { Agent, request } from 'node:http';
+import { Agent } from 'node:http';
 import type { Socket } from 'node:net';
+import { type EchoAnswer, getEcho } from '../../../ambientctl/src/samples/echo-request.ts';
 
 function flag(name: string, fallback?: string): string {
   const i = process.argv.indexOf(`--${name}`);
@@ -38,47 +39,15 @@ const keepAlive = process.argv.includes('--keep-alive');
 const agent = keepAlive ? new Agent({ keepAlive: true, maxSockets: 1 }) : undefined;
 let lastSocket: Socket | undefined;
 
-interface Outcome {
-  readonly ok: boolean;
-  readonly pod?: string;
-  readonly error?: string;
-  readonly reused?: boolean;
-}
-
-function get(): Promise<Outcome> {
-  return new Promise((resolve) => {
-    let reused: boolean | undefined;
-    const done = (o: Outcome): void => resolve(reused === undefined ? o : { ...o, reused });
-    const req = request(url, { agent: agent ?? false, timeout: timeoutMs }, (res) => {
-      let body = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => {
-        body += c;
-      });
-      res.on('end', () => {
-        let pod: string | undefined;
-        try {
-          const v = JSON.parse(body) as { pod?: unknown };
-          if (typeof v.pod === 'string') pod = v.pod;
-        } catch {
-          // Not the echo sample's answer; the status decides.
-        }
-        const status = res.statusCode ?? 0;
-        const ok = status >= 200 && status < 300;
-        done({ ok, ...(pod === undefined ? {} : { pod }), ...(ok ? {} : { error: `status ${status}` }) });
-      });
-      res.on('error', (err) => done({ ok: false, error: err.message }));
-    });
-    if (keepAlive) {
-      req.on('socket', (s: Socket) => {
-        reused = s === lastSocket;
-        lastSocket = s;
-      });
-    }
-    req.on('timeout', () => req.destroy(new Error(`no answer within ${timeoutMs} ms`)));
-    req.on('error', (err) => done({ ok: false, error: err.message }));
-    req.end();
-  });
+function get(): Promise<EchoAnswer & { readonly reused?: boolean }> {
+  let reused: boolean | undefined;
+  const onSocket = (sock: Socket): void => {
+    reused = sock === lastSocket;
+    lastSocket = sock;
+  };
+  return getEcho(url, { timeoutMs, ...(agent ? { agent, onSocket } : {}) }).then((a) =>
+    reused === undefined ? a : { ...a, reused },
+  );
 }
 
 const began = Date.now();
