@@ -774,7 +774,9 @@ describe('ztunnel reliability and security checklist in the netns harness', {
       // a gRPC message whose length prefix announces 2 GiB (over ztunnel's 200 MiB decode limit; the
       // client must refuse it from the prefix, not buffer it), then with UNAVAILABLE.
       const XDS_PORT = 15910;
-      let mode: 'oversize' | 'unavailable' = 'oversize';
+      // The first attempts get the oversize response, the rest UNAVAILABLE. Switched by count, not
+      // time: with jittered backoff the attempts between two fixed instants vary.
+      const OVERSIZE_ATTEMPTS = 4;
       const attempts: { at: number; mode: string }[] = [];
       const server = http2.createServer();
       server.on('sessionError', () => {});
@@ -790,6 +792,7 @@ describe('ztunnel reliability and security checklist in the netns harness', {
           );
           return;
         }
+        const mode = attempts.length < OVERSIZE_ATTEMPTS ? 'oversize' : 'unavailable';
         attempts.push({ at: Date.now(), mode });
         if (mode === 'oversize') {
           stream.respond({ ':status': 200, 'content-type': 'application/grpc' });
@@ -839,8 +842,6 @@ describe('ztunnel reliability and security checklist in the netns harness', {
         await zt.started;
         await eventually('the first attempt', () => attempts.length > 0, 20_000, 20);
         const first = attempts[0]?.at ?? 0;
-        await sleep(Math.max(0, 2500 - (Date.now() - first)));
-        mode = 'unavailable';
         await sleep(Math.max(0, 5000 - (Date.now() - first)));
         const seen = attempts.filter((x) => x.at - first <= 5000);
         const gaps = seen.slice(1).map((x, i) => x.at - (seen[i]?.at ?? 0));
