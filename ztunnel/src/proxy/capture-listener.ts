@@ -27,3 +27,39 @@ export async function listenCapture(
   );
   return listener;
 }
+
+/**
+ * What the outbound and the inbound plaintext proxies share: one capture listener on `port`,
+ * bound by {@link listen}, closed by {@link close}; each accepted socket goes to {@link handle}.
+ */
+export abstract class CaptureProxy {
+  protected readonly ctx: ProxyContext;
+  readonly #port: number;
+  readonly #component: string;
+  #listener: ProxyListener | undefined;
+
+  constructor(ctx: ProxyContext, port: number, component: string) {
+    this.ctx = ctx;
+    this.#port = port;
+    this.#component = component;
+  }
+
+  get listener(): ProxyListener | undefined {
+    return this.#listener;
+  }
+
+  async listen(): Promise<ProxyListener> {
+    this.#listener = await listenCapture(this.ctx, this.#port, this.#component, (socket) =>
+      this.handle(socket),
+    );
+    return this.#listener;
+  }
+
+  /** Stops accepting; connections in flight carry on. */
+  close(): void {
+    this.#listener?.server.close();
+  }
+
+  /** Proxies one accepted connection; rejects only on a bug (see {@link listenCapture}). */
+  protected abstract handle(socket: net.Socket): Promise<void>;
+}

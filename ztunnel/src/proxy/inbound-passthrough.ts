@@ -1,14 +1,14 @@
 import type * as net from 'node:net';
 import { formatSocketAddr, type Workload } from '@ambient/common/model';
 import { logEarlyDeny } from './access-log.ts';
-import { listenCapture } from './capture-listener.ts';
+import { CaptureProxy } from './capture-listener.ts';
 import { copyBidirectional } from './copy.ts';
 import { ProxyError } from './errors.ts';
 import { guessInboundService } from './inbound.ts';
 import type { ProxyContext } from './inputs.ts';
 import { ConnectionResult } from './metrics.ts';
 import { peerAddress, upstreamError } from './outbound.ts';
-import { connectPreservingSource, type ProxyListener } from './socket-factory.ts';
+import { connectPreservingSource } from './socket-factory.ts';
 
 /**
  * The inbound plaintext listener (15006, ztunnel `proxy/inbound_passthrough.rs`): connections to
@@ -19,36 +19,15 @@ import { connectPreservingSource, type ProxyListener } from './socket-factory.ts
  *    denies it, tracked for later policy changes;
  * 4. connect to the app keeping the client's IP when possible, copy both ways.
  */
-export class InboundPassthrough {
-  readonly #ctx: ProxyContext;
-  #listener: ProxyListener | undefined;
-
+export class InboundPassthrough extends CaptureProxy {
   constructor(ctx: ProxyContext) {
-    this.#ctx = ctx;
+    super(ctx, ctx.inputs.config.inboundPlaintextPort, 'inbound plaintext');
   }
 
-  get listener(): ProxyListener | undefined {
-    return this.#listener;
-  }
-
-  async listen(): Promise<ProxyListener> {
-    this.#listener = await listenCapture(
-      this.#ctx,
-      this.#ctx.inputs.config.inboundPlaintextPort,
-      'inbound plaintext',
-      (socket) => this.#proxy(socket),
-    );
-    return this.#listener;
-  }
-
-  close(): void {
-    this.#listener?.server.close();
-  }
-
-  async #proxy(socket: net.Socket): Promise<void> {
+  protected async handle(socket: net.Socket): Promise<void> {
     const start = performance.now();
     socket.on('error', () => {});
-    const { inputs, live } = this.#ctx;
+    const { inputs, live } = this.ctx;
     const { state, config } = inputs;
     const src = peerAddress(socket);
     const dst = inputs.socketFactory.originalDestination(socket);
@@ -75,7 +54,7 @@ export class InboundPassthrough {
       }
       let local: Workload;
       try {
-        local = await this.#ctx.local.get(conn.signal);
+        local = await this.ctx.local.get(conn.signal);
       } catch (err) {
         deny(err);
         return;
@@ -112,7 +91,7 @@ export class InboundPassthrough {
 
       // 3. Authorization without identity.
       const registration = inputs.connectionManager.register({
-        owner: this.#ctx.uid,
+        owner: this.ctx.uid,
         connection: { srcIp: src.ip, dstIp: dst.ip, dstPort: dst.port },
         dstWorkload: local,
         close: (reason) => conn.close(reason),

@@ -14,12 +14,11 @@ import {
 } from '@ambient/common/model';
 import { TlsError } from '@ambient/common/tls/errors';
 import { logEarlyDeny } from './access-log.ts';
-import { listenCapture } from './capture-listener.ts';
+import { CaptureProxy } from './capture-listener.ts';
 import { copyBidirectional } from './copy.ts';
 import { ProxyError } from './errors.ts';
 import type { ProxyContext } from './inputs.ts';
 import { ConnectionResult } from './metrics.ts';
-import type { ProxyListener } from './socket-factory.ts';
 
 /** The source workload as the `baggage` header describes it (spec §1.4). */
 export function workloadBaggage(w: Workload): BaggageSource {
@@ -84,38 +83,16 @@ export function upstreamError(err: unknown, target: string): ProxyError {
  * 5. HBONE through the pod's pool (its certificate, the expected peer identities), or plain TCP;
  * 6. copy both ways; record metrics and one access log line.
  */
-export class Outbound {
-  readonly #ctx: ProxyContext;
-  #listener: ProxyListener | undefined;
-
+export class Outbound extends CaptureProxy {
   constructor(ctx: ProxyContext) {
-    this.#ctx = ctx;
+    super(ctx, ctx.inputs.config.outboundPort, 'outbound');
   }
 
-  get listener(): ProxyListener | undefined {
-    return this.#listener;
-  }
-
-  async listen(): Promise<ProxyListener> {
-    this.#listener = await listenCapture(
-      this.#ctx,
-      this.#ctx.inputs.config.outboundPort,
-      'outbound',
-      (socket) => this.#proxy(socket),
-    );
-    return this.#listener;
-  }
-
-  /** Stops accepting; connections in flight carry on. */
-  close(): void {
-    this.#listener?.server.close();
-  }
-
-  async #proxy(socket: net.Socket): Promise<void> {
+  protected async handle(socket: net.Socket): Promise<void> {
     const start = performance.now();
     // Until the copy takes over, a reset only means the client left; the copy reports errors.
     socket.on('error', () => {});
-    const { inputs, live } = this.#ctx;
+    const { inputs, live } = this.ctx;
     const { config, state } = inputs;
     const src = peerAddress(socket);
     const dst = inputs.socketFactory.originalDestination(socket);
@@ -134,7 +111,7 @@ export class Outbound {
     }
     try {
       // 2. Loops. Without NAT the "original destination" is this listener itself.
-      const local = this.#listener?.address;
+      const local = this.listener?.address;
       const toSelf =
         local !== undefined &&
         dst.port === local.port &&
@@ -147,7 +124,7 @@ export class Outbound {
       // 3. The source workload.
       let source: Workload;
       try {
-        source = await this.#ctx.local.get(conn.signal);
+        source = await this.ctx.local.get(conn.signal);
       } catch (err) {
         deny(err);
         return;
@@ -232,7 +209,7 @@ export class Outbound {
     src: SocketAddr,
     signal: AbortSignal,
   ): Promise<Duplex> {
-    const { inputs } = this.#ctx;
+    const { inputs } = this.ctx;
     if (decision.kind !== 'hbone') {
       return inputs.socketFactory.connect({
         address: decision.dial.ip,
